@@ -1,0 +1,274 @@
+"""Typed configuration shared by every script: defaults < YAML file < `key.sub=value` overrides.
+
+A config is a tree of dataclasses. Reading is strict on purpose: an unknown key or a value of the
+wrong type is an error that names the key and the source (file or command line), because a typo
+in a long training run's config should fail in the first second, not silently use a default.
+
+A YAML file may start with `_base_: other.yaml` (a path relative to the file) so that recipes are
+short diffs over a shared base, as in detectron2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import types
+import typing
+from pathlib import Path
+from typing import Any, Sequence, TypeVar
+
+import yaml
+
+from hpacam.fileio import atomic_write_text
+
+T = TypeVar("T")
+BASE_KEY = "_base_"
+
+
+class ConfigError(ValueError):
+    """A config file or override names an unknown key or gives a value of the wrong type."""
+
+
+# ----------------------------------------------------------------------------- type checking
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    """Check `value` against the annotation `tp`, converting only where it is lossless and expected."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if tp is Any:
+        return value
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a section (mapping) for {tp.__name__}, got {value!r}")
+        return from_dict(tp, value, where)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for option in (a for a in args if a is not type(None)):
+            try:
+                return _coerce(value, option, where)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(f"{where}: {value!r} matches none of {_type_name(tp)}")
+    if origin is typing.Literal:
+        if value not in args:
+            raise ConfigError(f"{where}: {value!r} is not one of {list(args)}")
+        return value
+    if origin in (list, tuple, Sequence) or tp in (list, tuple):
+        if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            if len(args) != len(value):
+                raise ConfigError(f"{where}: expected {len(args)} items, got {len(value)}")
+            return tuple(_coerce(v, a, f"{where}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
+        item_tp = args[0] if args else Any
+        items = [_coerce(v, item_tp, f"{where}[{i}]") for i, v in enumerate(value)]
+        return tuple(items) if origin is tuple or tp is tuple else items
+    if origin is dict or tp is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        key_tp, val_tp = args if args else (Any, Any)
+        return {_coerce(k, key_tp, where): _coerce(v, val_tp, f"{where}.{k}") for k, v in value.items()}
+    return _coerce_scalar(value, tp, where)
+
+
+def _coerce_scalar(value: Any, tp: Any, where: str) -> Any:
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):  # YAML 1.1 reads `1e-3` as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
+    elif tp is str:
+        if isinstance(value, str):
+            return value
+    elif tp is Path:
+        if isinstance(value, (str, Path)):
+            return Path(value)
+    else:
+        raise ConfigError(f"{where}: unsupported annotation {_type_name(tp)}")
+    raise ConfigError(f"{where}: expected {_type_name(tp)}, got {type(value).__name__} {value!r}")
+
+
+# ----------------------------------------------------------------------------- dict <-> dataclass
+
+
+def from_dict(cls: type[T], data: dict, where: str = "config") -> T:
+    """Build dataclass `cls` from a (partial) mapping; missing keys keep their defaults."""
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls) if f.init}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {unknown}; valid keys are {sorted(names)}")
+    kwargs = {}
+    for name, value in data.items():
+        key = f"{where}.{name}" if where else name
+        default = _default_of(cls, name)
+        if dataclasses.is_dataclass(hints[name]) and isinstance(value, dict) and default is not None:
+            kwargs[name] = from_dict(hints[name], {**to_dict(default), **value}, key)
+        else:
+            kwargs[name] = _coerce(value, hints[name], key)
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{where}: {exc}") from exc
+
+
+def _default_of(cls: type, name: str) -> Any:
+    field = next(f for f in dataclasses.fields(cls) if f.name == name)
+    if field.default is not dataclasses.MISSING:
+        return field.default
+    if field.default_factory is not dataclasses.MISSING:
+        return field.default_factory()
+    return None
+
+
+def to_dict(cfg: Any) -> Any:
+    """Dataclass tree -> plain YAML-safe data (tuples become lists, paths strings)."""
+    if dataclasses.is_dataclass(cfg):
+        return {f.name: to_dict(getattr(cfg, f.name)) for f in dataclasses.fields(cfg)}
+    if isinstance(cfg, (list, tuple)):
+        return [to_dict(v) for v in cfg]
+    if isinstance(cfg, dict):
+        return {k: to_dict(v) for k, v in cfg.items()}
+    if isinstance(cfg, Path):
+        return str(cfg)
+    return cfg
+
+
+# ----------------------------------------------------------------------------- YAML and overrides
+
+
+def read_yaml(path: str | Path, _seen: tuple = ()) -> dict:
+    """Read a YAML config, resolving `_base_` chains (relative to each file)."""
+    path = Path(path)
+    if path.resolve() in _seen:
+        raise ConfigError(f"{path}: `_base_` cycle through {[str(p) for p in _seen]}")
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({exc})") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping, got {type(data).__name__}")
+    base = data.pop(BASE_KEY, None)
+    if base is None:
+        return data
+    base_data = read_yaml(path.parent / base, _seen + (path.resolve(),))
+    return merge(base_data, data)
+
+
+def merge(base: dict, update: dict) -> dict:
+    """Recursive dict merge: sections merge key by key, everything else is replaced."""
+    out = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def parse_override(text: str) -> dict:
+    """`a.b.c=value` -> {'a': {'b': {'c': value}}}, the value read as YAML (so `[1, 2]`, `true`, `null`)."""
+    if "=" not in text:
+        raise ConfigError(f"command line: override {text!r} is not of the form key.sub=value")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    if not key or any(not part for part in key.split(".")):
+        raise ConfigError(f"command line: override {text!r} has an empty key")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    if isinstance(value, (int, float, bool)) or value is None:
+        value = _RawScalar(raw, value)
+    nested: dict = {}
+    node = nested
+    parts = key.split(".")
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+    node[parts[-1]] = value
+    return nested
+
+
+class _RawScalar:
+    """An override value that YAML read as a scalar; kept with its text for `str` fields (e.g. `name=123`)."""
+
+    def __init__(self, raw: str, value: Any):
+        self.raw, self.value = raw, value
+
+
+def _resolve_raw(data: Any, cls: Any) -> Any:
+    """Replace `_RawScalar` by the YAML value, or by the raw text where the field is a plain `str`."""
+    if not isinstance(data, dict) or not dataclasses.is_dataclass(cls):
+        return data
+    hints = typing.get_type_hints(cls)
+    out = {}
+    for key, value in data.items():
+        tp = hints.get(key)
+        if isinstance(value, _RawScalar):
+            out[key] = value.raw if tp in (str, Path) else value.value
+        else:
+            out[key] = _resolve_raw(value, tp)
+    return out
+
+
+def load_config(cls: type[T], yaml_path: str | Path | None = None, overrides: Sequence[str] = ()) -> T:
+    """Defaults of `cls` < the YAML file < the overrides, checked strictly against the types."""
+    data: dict = {}
+    where = "defaults"
+    if yaml_path is not None:
+        data = read_yaml(yaml_path)
+        where = str(yaml_path)
+        from_dict(cls, data, where)  # errors here name the file, not the command line
+    for text in overrides:
+        override = _resolve_raw(parse_override(text), cls)
+        data = merge(data, override)
+        try:
+            from_dict(cls, data, where)
+        except ConfigError as exc:
+            raise ConfigError(f"command line override {text!r}: {exc}") from None
+    return from_dict(cls, data, where)
+
+
+def dump_config(cfg: Any) -> str:
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False)
+
+
+def save_config(cfg: Any, path: str | Path) -> Path:
+    """Write the resolved config (atomically) so a run can be reproduced from its folder alone."""
+    return atomic_write_text(path, dump_config(cfg))
+
+
+def parse_args(cls: type[T], argv: Sequence[str] | None = None, description: str = "",
+               parser: argparse.ArgumentParser | None = None) -> tuple[T, argparse.Namespace]:
+    """Command line of every script: `[--config FILE] [named flags] [key.sub=value ...]`.
+
+    Returns the resolved config and the parsed named flags (scripts add their own to `parser`).
+    """
+    parser = parser or argparse.ArgumentParser(description=description)
+    parser.add_argument("--config", type=Path, help="YAML file in configs/ (over the defaults)")
+    parser.add_argument("overrides", nargs="*", metavar="key.sub=value",
+                        help="overrides applied last, e.g. train.lr=1e-3 model.name=resnest101")
+    args = parser.parse_args(argv)
+    try:
+        cfg = load_config(cls, args.config, args.overrides)
+    except ConfigError as exc:
+        parser.exit(2, f"{parser.prog}: error: {exc}\n")
+    return cfg, args

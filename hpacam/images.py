@@ -1,0 +1,200 @@
+"""Reading HPA images: one grayscale file per channel, `{ID}_{red,green,blue,yellow}.{png,jpg,tif}`.
+
+HPA data comes as 8-bit JPEGs (public HPA), 16-bit PNGs (Kaggle) and 16-bit PNGs that only hold
+8-bit values (part of the Kaggle set). Scaling each correctly matters: dividing real 16-bit data
+by 255 saturates the image, and dividing 8-bit data stored as uint16 by 65535 makes it black.
+
+Every failure raises `ImageReadError` naming the file and the problem; `cv2.imread` returning
+None never passes through.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, Sequence
+
+import cv2
+import numpy as np
+
+from hpacam.classes import CHANNELS
+
+log = logging.getLogger(__name__)
+
+COLOR_MODES: dict[str, tuple[str, ...]] = {
+    "rgby": ("red", "green", "blue", "yellow"),
+    "rgb": ("red", "green", "blue"),
+    "ggg": ("green", "green", "green"),
+    "g": ("green",),
+}
+EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
+DEFAULT_MAX_PIXELS = 8192 * 8192
+ColorPolicy = Literal["convert", "refuse"]
+
+
+class ImageReadError(ValueError):
+    """An image file is missing, unreadable, truncated, or not what the HPA layout promises."""
+
+
+@dataclass(frozen=True)
+class ReadOptions:
+    """How strictly to read: what to do with RGB files and how large an image may be."""
+
+    color_file: ColorPolicy = "convert"  # a 3-channel file where grayscale is expected
+    max_pixels: int = DEFAULT_MAX_PIXELS  # checked from the header, before decoding pixels
+
+
+def channel_path(folder: str | os.PathLike, image_id: str, channel: str) -> Path:
+    """The file of one channel, whatever its extension; ImageReadError if there is none."""
+    if channel not in CHANNELS:
+        raise ValueError(f"unknown channel {channel!r}; expected one of {CHANNELS}")
+    folder = Path(folder)
+    for ext in EXTENSIONS:
+        path = folder / f"{image_id}_{channel}{ext}"
+        if path.is_file():
+            return path
+    raise ImageReadError(
+        f"{folder / (image_id + '_' + channel)}.png: missing channel file "
+        f"(looked for {', '.join(EXTENSIONS)})"
+    )
+
+
+def header_size(path: Path) -> tuple[int, int]:
+    """(height, width) from the file header alone, so oversized images are refused undecoded."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as img:
+            width, height = img.size
+    except Image.DecompressionBombError as exc:
+        raise ImageReadError(f"{path}: image too large ({exc})") from None
+    except Exception as exc:  # PIL raises several types for a bad header
+        raise ImageReadError(f"{path}: unreadable image header ({type(exc).__name__}: {exc})") from None
+    return height, width
+
+
+def read_channel_file(path: str | os.PathLike, options: ReadOptions = ReadOptions()) -> np.ndarray:
+    """One channel file -> 2-D uint8 or uint16 array, with every failure named."""
+    path = Path(path)
+    if not path.is_file():
+        raise ImageReadError(f"{path}: file not found")
+    if path.stat().st_size == 0:
+        raise ImageReadError(f"{path}: zero-byte file")
+    height, width = header_size(path)
+    if height * width > options.max_pixels:
+        raise ImageReadError(
+            f"{path}: {width}x{height} = {height * width} pixels exceeds the limit of "
+            f"{options.max_pixels} (images.max_pixels)"
+        )
+    array = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if array is None:
+        raise ImageReadError(f"{path}: unreadable or truncated image file (OpenCV could not decode it)")
+    if array.shape[:2] != (height, width):
+        raise ImageReadError(f"{path}: decoded size {array.shape[:2]} differs from its header {(height, width)}")
+    return _to_grayscale(array, path, options.color_file)
+
+
+def _to_grayscale(array: np.ndarray, path: Path, policy: ColorPolicy) -> np.ndarray:
+    if array.dtype not in (np.uint8, np.uint16):
+        raise ImageReadError(f"{path}: unsupported pixel type {array.dtype}; expected 8- or 16-bit")
+    if array.ndim == 2:
+        return array
+    if array.ndim == 3 and array.shape[2] in (3, 4):
+        if policy == "refuse":
+            raise ImageReadError(
+                f"{path}: has {array.shape[2]} colour channels where a grayscale channel is expected "
+                "(set images.color_file=convert to take the brightest channel)"
+            )
+        log.warning("%s: %d-channel file where grayscale is expected; using the per-pixel maximum",
+                    path, array.shape[2])
+        # Public-HPA JPEGs keep the signal in one colour plane: the maximum keeps it intact.
+        return array[:, :, :3].max(axis=2)
+    raise ImageReadError(f"{path}: unexpected dimensions {array.shape}; expected a 2-D grayscale image")
+
+
+def unit_scale(channels: Sequence[np.ndarray]) -> float:
+    """The divisor that maps one image's channels to [0, 1].
+
+    16-bit files whose values all fit in 0-255 hold 8-bit data (part of the Kaggle set) and are
+    scaled by 255; true 16-bit data by 65535. The choice is made per image, not per file, so a
+    dim channel of a real 16-bit image is not brightened 257 times.
+    """
+    if any(c.dtype == np.uint16 for c in channels):
+        if max(int(c.max()) for c in channels if c.size) > 255:
+            return 65535.0
+    return 255.0
+
+
+def read_image(
+    folder: str | os.PathLike,
+    image_id: str,
+    mode: str = "rgby",
+    size: int | tuple[int, int] | None = None,
+    options: ReadOptions = ReadOptions(),
+) -> np.ndarray:
+    """One image as float32 (H, W, C) in [0, 1], channels in the order of `mode`.
+
+    `size` resizes to (size, size) or (height, width) with area interpolation when shrinking.
+    """
+    if mode not in COLOR_MODES:
+        raise ValueError(f"unknown colour mode {mode!r}; expected one of {sorted(COLOR_MODES)}")
+    names = COLOR_MODES[mode]
+    raw = {name: read_channel_file(channel_path(folder, image_id, name), options) for name in dict.fromkeys(names)}
+    _check_same_size(folder, image_id, raw)
+    divisor = unit_scale(list(raw.values()))
+    planes = [raw[name].astype(np.float32) / divisor for name in names]
+    image = np.stack(planes, axis=-1)
+    if size is not None:
+        image = resize_image(image, size)
+    return image
+
+
+def _check_same_size(folder, image_id: str, raw: dict[str, np.ndarray]) -> None:
+    shapes = {name: arr.shape for name, arr in raw.items()}
+    if len(set(shapes.values())) > 1:
+        detail = ", ".join(f"{name} {h}x{w}" for name, (h, w) in shapes.items())
+        raise ImageReadError(f"{Path(folder) / image_id}_*: channels of different sizes ({detail})")
+
+
+def resize_image(image: np.ndarray, size: int | tuple[int, int]) -> np.ndarray:
+    """Resize (H, W[, C]) to `size`; area interpolation when shrinking, linear when enlarging."""
+    height, width = (size, size) if isinstance(size, int) else size
+    if (height, width) == image.shape[:2]:
+        return image
+    shrinking = height * width < image.shape[0] * image.shape[1]
+    interp = cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR
+    if image.ndim == 3 and image.shape[2] > 4:  # cv2 handles at most 512 planes, but be explicit
+        return np.stack([cv2.resize(image[..., i], (width, height), interpolation=interp)
+                         for i in range(image.shape[2])], axis=-1)
+    out = cv2.resize(image, (width, height), interpolation=interp)
+    return out[..., None] if image.ndim == 3 and out.ndim == 2 else out
+
+
+def image_shape(folder: str | os.PathLike, image_id: str, channel: str = "blue") -> tuple[int, int]:
+    """(height, width) of an image from one channel's header, without decoding pixels."""
+    return header_size(channel_path(folder, image_id, channel))
+
+
+def list_image_ids(folder: str | os.PathLike) -> list[str]:
+    """Sorted IDs that have at least one channel file in `folder`."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder}: image folder not found")
+    ids = set()
+    for path in folder.iterdir():
+        stem, ext = path.stem, path.suffix.lower()
+        if ext in EXTENSIONS and "_" in stem:
+            image_id, channel = stem.rsplit("_", 1)
+            if channel in CHANNELS:
+                ids.add(image_id)
+    return sorted(ids)
+
+
+def write_channel_png(path: str | os.PathLike, array: np.ndarray) -> None:
+    """Write one channel as a grayscale PNG (uint8 or uint16), failing loudly."""
+    if array.ndim != 2 or array.dtype not in (np.uint8, np.uint16):
+        raise ValueError(f"{path}: expected a 2-D uint8/uint16 array, got {array.dtype} {array.shape}")
+    if not cv2.imwrite(str(path), array):
+        raise OSError(f"{path}: OpenCV could not write the PNG")

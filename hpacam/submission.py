@@ -1,0 +1,112 @@
+"""Kaggle submission files: `ID,ImageWidth,ImageHeight,PredictionString`.
+
+A prediction string is a space-separated list of `label confidence mask` triples; a cell with
+several labels appears once per label.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+
+from hpacam.classes import NUM_CLASSES
+from hpacam.fileio import atomic_path
+
+COLUMNS = ["ID", "ImageWidth", "ImageHeight", "PredictionString"]
+
+
+@dataclass(frozen=True)
+class CellPrediction:
+    label: int
+    confidence: float
+    mask: str
+
+
+def format_prediction_string(items: Iterable[CellPrediction]) -> str:
+    return " ".join(f"{p.label} {p.confidence:.6g} {p.mask}" for p in items)
+
+
+def parse_prediction_string(text: str, where: str = "prediction string") -> list[CellPrediction]:
+    """Parse `label conf mask ...`; errors say where (file and row) and what is wrong."""
+    if not isinstance(text, str) or not text.strip():
+        return []
+    parts = text.split()
+    if len(parts) % 3:
+        raise ValueError(f"{where}: {len(parts)} tokens, not a multiple of 3 (label conf mask)")
+    out = []
+    for i in range(0, len(parts), 3):
+        label_s, conf_s, mask = parts[i : i + 3]
+        try:
+            label, conf = int(label_s), float(conf_s)
+        except ValueError:
+            raise ValueError(f"{where}: triple {i // 3} has label {label_s!r} and confidence {conf_s!r}; "
+                             "expected an integer and a number") from None
+        if not 0 <= label < NUM_CLASSES:
+            raise ValueError(f"{where}: label {label} outside 0..{NUM_CLASSES - 1}")
+        if not np.isfinite(conf):
+            raise ValueError(f"{where}: confidence {conf_s} is not finite")
+        out.append(CellPrediction(label, conf, mask))
+    return out
+
+
+def cells_prediction_string(masks: dict[int, str], probabilities: dict[int, Sequence[float]] | np.ndarray,
+                            min_confidence: float = 0.0) -> str:
+    """One image's prediction string: every cell gets every class whose confidence passes the cut-off.
+
+    `masks` maps cell id -> mask string; `probabilities` maps cell id -> 19 confidences (or is an
+    array indexed in the order of `masks`).
+    """
+    items = []
+    for row, (cell, mask) in enumerate(masks.items()):
+        probs = probabilities[row] if isinstance(probabilities, np.ndarray) else probabilities[cell]
+        for label, conf in enumerate(probs):
+            if conf >= min_confidence:
+                items.append(CellPrediction(label, float(conf), mask))
+    return format_prediction_string(items)
+
+
+def make_submission_frame(rows: Iterable[tuple[str, int, int, str]]) -> pd.DataFrame:
+    return pd.DataFrame(list(rows), columns=COLUMNS)
+
+
+def write_submission(frame: pd.DataFrame, path: str | os.PathLike) -> Path:
+    """Write a submission CSV atomically (temp file + rename): never a partial file."""
+    missing = [c for c in COLUMNS if c not in frame.columns]
+    if missing:
+        raise ValueError(f"submission frame lacks columns {missing}")
+    if frame["ID"].duplicated().any():
+        dupes = frame.loc[frame["ID"].duplicated(), "ID"].tolist()[:5]
+        raise ValueError(f"submission lists IDs more than once: {dupes}")
+    out = frame[COLUMNS].copy()
+    out["PredictionString"] = out["PredictionString"].fillna("")
+    with atomic_path(path) as tmp:
+        out.to_csv(tmp, index=False)
+    return Path(path)
+
+
+def read_submission(path: str | os.PathLike) -> pd.DataFrame:
+    """Read a submission (or truth, or sample submission) CSV and check its columns and sizes."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such submission file")
+    try:
+        frame = pd.read_csv(path, dtype={"ID": str, "PredictionString": str}, keep_default_na=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path}: not a readable CSV ({exc})") from exc
+    missing = [c for c in COLUMNS if c not in frame.columns]
+    if missing:
+        raise ValueError(f"{path}: missing columns {missing}; expected {COLUMNS}")
+    for col in ("ImageWidth", "ImageHeight"):
+        values = pd.to_numeric(frame[col], errors="coerce")
+        if values.isna().any() or (values <= 0).any():
+            bad = frame.loc[values.isna() | (values <= 0), "ID"].tolist()[:5]
+            raise ValueError(f"{path}: {col} is not a positive integer for IDs {bad}")
+        frame[col] = values.astype(int)
+    if frame["ID"].duplicated().any():
+        raise ValueError(f"{path}: duplicate IDs {frame.loc[frame['ID'].duplicated(), 'ID'].tolist()[:5]}")
+    return frame[COLUMNS]
