@@ -103,8 +103,9 @@ def read_submission(path: str | os.PathLike) -> pd.DataFrame:
         raise ValueError(f"{path}: missing columns {missing}; expected {COLUMNS}")
     for col in ("ImageWidth", "ImageHeight"):
         values = pd.to_numeric(frame[col], errors="coerce")
-        if values.isna().any() or (values <= 0).any():
-            bad = frame.loc[values.isna() | (values <= 0), "ID"].tolist()[:5]
+        invalid = values.isna() | (values <= 0) | (values % 1 != 0)  # 2.5 must not become 2
+        if invalid.any():
+            bad = frame.loc[invalid, "ID"].tolist()[:5]
             raise ValueError(f"{path}: {col} is not a positive integer for IDs {bad}")
         frame[col] = values.astype(int)
     if frame["ID"].duplicated().any():
