@@ -105,9 +105,11 @@ def masks_from_truth(truth: pd.DataFrame, name: str = "truth") -> tuple[dict[str
 
 def read_cell_label_image(path: Path) -> np.ndarray:
     """A 2-D integer label image (0 = background), read without any scaling."""
+    if not path.is_file():
+        raise ValueError(f"{path}: no such cell label image")
     labels = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     if labels is None:
-        raise ValueError(f"{path}: missing or not a readable image")
+        raise ValueError(f"{path}: not a readable image")
     if labels.ndim != 2 or not np.issubdtype(labels.dtype, np.integer):
         raise ValueError(f"{path}: a cell label image must be one integer channel, got {labels.dtype} {labels.shape}")
     return labels

@@ -103,64 +103,81 @@ class ImageCells:
 
 # ----------------------------------------------------------------------------- mask checking
 
-def segment_cumsum(values: np.ndarray, segment_starts: np.ndarray) -> np.ndarray:
-    """Cumulative sum restarting at each index of `segment_starts` (sorted, first is 0)."""
-    total = np.cumsum(values)
-    before = np.concatenate([[0], total[segment_starts[1:] - 1]])
-    lengths = np.diff(np.append(segment_starts, len(values)))
-    return total - np.repeat(before, lengths)
+def segment_starts(owner: np.ndarray) -> np.ndarray:
+    """Indices where a sorted owner array changes value (always including 0 when non-empty)."""
+    return np.flatnonzero(np.concatenate([[True], owner[1:] != owner[:-1]]))
+
+
+def position_in_segment(n: int, starts: np.ndarray) -> np.ndarray:
+    """0, 1, 2, ... restarting at each of `starts` (sorted, first is 0), for n elements."""
+    return np.arange(n) - np.repeat(starts, np.diff(np.append(starts, n)))
+
+
+def decode_run_values(chars: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Variable-length numbers of pycocotools' RLE strings -> (values, index of the first char of each).
+
+    A number is a little-endian sequence of 6-bit characters (offset 48 already removed): 5 value
+    bits and a continuation bit (0x20); the last character's bit 0x10 is the sign.
+    """
+    if chars.min() < 0 or chars.max() > 63:
+        raise ValueError("RLE counts hold characters outside the pycocotools alphabet")
+    is_last = (chars & 0x20) == 0
+    if not is_last[np.cumsum(lengths)[lengths > 0] - 1].all():
+        raise ValueError("RLE counts end in the middle of a run")
+    starts = np.flatnonzero(np.concatenate([[True], is_last[:-1]]))
+    position = position_in_segment(chars.size, starts)
+    if position.max() > 11:  # 60 bits: beyond any pixel count, and the int64 shift stays safe
+        raise ValueError("RLE counts hold a run too long to be a pixel count")
+    values = np.add.reduceat((chars & 0x1F) << (5 * position), starts)
+    last = np.flatnonzero(is_last)
+    negative = (chars[last] & 0x10) != 0
+    values[negative] -= np.int64(1) << (5 * (position[last][negative] + 1))
+    return values, starts
+
+
+def undo_delta_coding(values: np.ndarray, owner: np.ndarray) -> np.ndarray:
+    """From a mask's fourth run on, pycocotools stores the difference to the run two places before.
+
+    So odd runs are a running sum from run 1, even runs a running sum from run 2; run 0 stands alone.
+    """
+    run_index = position_in_segment(len(values), segment_starts(owner))
+    runs = values.copy()
+    for parity in (1, 0):
+        chained = np.flatnonzero((run_index >= 1) & (run_index % 2 == parity))
+        if chained.size:
+            sums = np.cumsum(values[chained])
+            starts = segment_starts(owner[chained])
+            before = np.concatenate([[0], sums[starts[1:] - 1]])
+            runs[chained] = sums - np.repeat(before, np.diff(np.append(starts, chained.size)))
+    return runs
 
 
 def rle_run_lengths(counts: Sequence[bytes]) -> tuple[np.ndarray, np.ndarray]:
     """Decode pycocotools' compressed RLE strings (its `rleFrString`) into run lengths, vectorised.
 
     Returns (runs, owner): all masks' run lengths concatenated and the mask index of each run.
-    Each run is a little-endian sequence of 6-bit characters (offset 48): 5 value bits and a
-    continuation bit; the last character's bit 4 is the sign. From the fourth run of a mask on, a
-    value is stored as the difference to the run two places before. We need the runs only to check
-    that they are non-negative and tile the image - pycocotools itself does not check this.
+    We need the runs only to check that they are non-negative and tile the image - pycocotools
+    does not check this, and would compute IoUs from a mask of the wrong size without complaint.
     Decoding all masks of an image in one pass keeps numpy's per-call overhead per image, not per mask.
     """
     lengths = np.fromiter((len(c) for c in counts), dtype=np.int64, count=len(counts))
     chars = np.frombuffer(b"".join(counts), dtype=np.uint8).astype(np.int64) - 48
     if chars.size == 0:
         return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
-    if chars.min() < 0 or chars.max() > 63:
-        raise ValueError("RLE counts hold characters outside the pycocotools alphabet")
-    char_owner = np.repeat(np.arange(len(counts)), lengths)
-    is_last = (chars & 0x20) == 0
-    mask_ends = np.cumsum(lengths)[lengths > 0] - 1
-    if not is_last[mask_ends].all():
-        raise ValueError("RLE counts end in the middle of a run")
-    starts = np.flatnonzero(np.concatenate([[True], is_last[:-1]]))
-    position = np.arange(chars.size) - np.repeat(starts, np.diff(np.append(starts, chars.size)))
-    if position.max() > 11:
-        raise ValueError("RLE counts hold a run too long to be a pixel count")
-    values = np.add.reduceat((chars & 0x1F) << (5 * position), starts)
-    last = np.flatnonzero(is_last)
-    negative = (chars[last] & 0x10) != 0
-    values[negative] -= np.int64(1) << (5 * (position[last][negative] + 1))
-    owner = char_owner[starts]
-    first_run = np.flatnonzero(np.concatenate([[True], owner[1:] != owner[:-1]]))
-    run_index = np.arange(len(values)) - np.repeat(first_run, np.diff(np.append(first_run, len(values))))
-    runs = values.copy()
-    for parity in (1, 2):  # odd runs chain from run 1, even runs from run 2; run 0 stands alone
-        chained = np.flatnonzero((run_index >= 1) & (run_index % 2 == parity % 2))
-        if chained.size:
-            chain_starts = np.flatnonzero(np.concatenate([[True], owner[chained][1:] != owner[chained][:-1]]))
-            runs[chained] = segment_cumsum(values[chained], chain_starts)
-    return runs, owner
+    values, starts = decode_run_values(chars, lengths)
+    owner = np.repeat(np.arange(len(counts)), lengths)[starts]
+    return undo_delta_coding(values, owner), owner
 
 
 def first_bad_rle(rles: Sequence[dict], height: int, width: int) -> tuple[int, str] | None:
     """(position, problem) of the first RLE that does not tile height x width pixels, else None."""
     try:
         runs, owner = rle_run_lengths([rle["counts"] for rle in rles])
-    except ValueError as exc:  # a broken string: find which one, decoding them one by one
+    except ValueError:  # a broken string: find which one, decoding them one by one
         for position, rle in enumerate(rles):
             try:
                 rle_run_lengths([rle["counts"]])
-            except ValueError:
+            except ValueError as exc:
                 return position, str(exc)
         raise
     covered = np.bincount(owner, weights=runs, minlength=len(rles))
@@ -175,16 +192,11 @@ def first_bad_rle(rles: Sequence[dict], height: int, width: int) -> tuple[int, s
 
 # ----------------------------------------------------------------------------- parsing
 
-def parse_image(text: str, height: int, width: int, where: str, dedupe: bool = False) -> ImageCells:
-    """Parse one row's prediction string; errors start with `where` (file and ID).
-
-    With `dedupe` (used for truth), a repeated (label, mask) triple counts once: a cell cannot
-    be two truth cells of the same class.
-    """
-    items = parse_prediction_string(text, where)
+def distinct_mask_rles(masks: Sequence[str], height: int, width: int, where: str) -> tuple[list[dict], np.ndarray]:
+    """Each distinct mask string -> checked RLE, once; returns (rles, index into rles per triple)."""
     index_of_mask: dict[str, int] = {}
-    mask_index = np.fromiter((index_of_mask.setdefault(item.mask, len(index_of_mask)) for item in items),
-                             dtype=np.int64, count=len(items))
+    mask_index = np.fromiter((index_of_mask.setdefault(mask, len(index_of_mask)) for mask in masks),
+                             dtype=np.int64, count=len(masks))
     distinct = list(index_of_mask)
 
     def fail(position: int, problem: str) -> ValueError:
@@ -192,14 +204,25 @@ def parse_image(text: str, height: int, width: int, where: str, dedupe: bool = F
         return ValueError(f"{where}: triple {triple}: mask {distinct[position][:40]!r} {problem}")
 
     rles = []
-    for text_mask in distinct:
+    for mask in distinct:
         try:
-            rles.append(mask_to_rle(text_mask, height, width))
+            rles.append(mask_to_rle(mask, height, width))
         except ValueError as exc:
             raise fail(len(rles), f"is not base64 zlib data ({exc.__cause__ or exc})") from None
     bad = first_bad_rle(rles, height, width)
     if bad is not None:
         raise fail(*bad)
+    return rles, mask_index
+
+
+def parse_image(text: str, height: int, width: int, where: str, dedupe: bool = False) -> ImageCells:
+    """Parse one row's prediction string; errors start with `where` (file and ID).
+
+    With `dedupe` (used for truth), a repeated (label, mask) triple counts once: a cell cannot
+    be two truth cells of the same class.
+    """
+    items = parse_prediction_string(text, where)
+    rles, mask_index = distinct_mask_rles([item.mask for item in items], height, width, where)
     labels = np.fromiter((item.label for item in items), dtype=np.int64, count=len(items))
     scores = np.fromiter((item.confidence for item in items), dtype=np.float64, count=len(items))
     if dedupe and len(items):

@@ -14,6 +14,7 @@ import cv2
 import numpy as np
 import pandas as pd
 import pytest
+from pycocotools import mask as coco_mask
 
 from hpacam.baselines import (
     broadcast,
@@ -24,7 +25,13 @@ from hpacam.baselines import (
     oracle,
 )
 from hpacam.baselines import main as baselines_main
-from hpacam.evaluate import average_precision, evaluate_files, evaluate_frames, first_bad_rle
+from hpacam.evaluate import (
+    average_precision,
+    evaluate_files,
+    evaluate_frames,
+    first_bad_rle,
+    rle_run_lengths,
+)
 from hpacam.masks import encode_mask, mask_to_rle
 from hpacam.submission import make_submission_frame, write_submission
 
@@ -250,6 +257,19 @@ def test_malformed_predictions_name_file_and_id(text, message):
     assert "p.csv: ID img (line 2)" in str(info.value)
 
 
+def test_run_length_decoding_agrees_with_pycocotools():
+    rng = np.random.default_rng(2)
+    for _ in range(30):
+        height, width = map(int, rng.integers(1, 60, size=2))
+        masks = [rng.random((height, width)) < rng.random() for _ in range(4)]
+        masks += [np.zeros((height, width), dtype=bool), np.ones((height, width), dtype=bool)]
+        rles = [mask_to_rle(encode_mask(m), height, width) for m in masks]
+        runs, owner = rle_run_lengths([rle["counts"] for rle in rles])
+        for i, mask in enumerate(masks):
+            assert runs[owner == i].sum() == height * width
+            assert runs[owner == i][1::2].sum() == mask.sum() == coco_mask.area(rles[i])
+
+
 def test_mask_checks_find_the_bad_mask_among_good_ones():
     good = mask_to_rle(CELL_A, H, W)
     broken = {"size": [H, W], "counts": b"\x7f"}
@@ -332,6 +352,15 @@ def test_baselines_cli(tmp_path):
     assert baselines_main(["broadcast", "--truth", str(tmp_path / "truth.csv"), "--labels",
                            str(tmp_path / "labels.csv"), "--out", str(tmp_path / "b.csv")]) == 0
     assert evaluate_files(tmp_path / "truth.csv", tmp_path / "b.csv").mean_average_precision == pytest.approx(0.5)
+
+
+def test_baselines_cli_error_names_the_labels_file(tmp_path, capsys):
+    write_submission(frame(row("img", [(0, 1, CELL_A)])), tmp_path / "truth.csv")
+    (tmp_path / "labels.csv").write_text("ID,Label\nother,1\n")
+    status = baselines_main(["broadcast", "--truth", str(tmp_path / "truth.csv"), "--labels",
+                             str(tmp_path / "labels.csv"), "--out", str(tmp_path / "b.csv")])
+    assert status == 1 and "labels.csv" in capsys.readouterr().err
+    assert not (tmp_path / "b.csv").exists()
 
 
 # ----------------------------------------------------------------------------- evaluate CLI
