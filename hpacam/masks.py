@@ -55,20 +55,39 @@ def cell_bounding_boxes(labels: np.ndarray) -> dict[int, tuple[slice, slice]]:
     return {i + 1: box for i, box in enumerate(boxes) if box is not None}
 
 
+def _rle_text(counts: list[int], height: int, width: int) -> str:
+    """Uncompressed run lengths (column-major, starting with a background run) -> mask string."""
+    rle = coco_mask.frPyObjects({"counts": counts, "size": [height, width]}, height, width)
+    return base64.b64encode(zlib.compress(rle["counts"], zlib.Z_BEST_COMPRESSION)).decode("ascii")
+
+
+def _strip_runs(strip: np.ndarray) -> np.ndarray:
+    """Run lengths of a boolean array in column-major order, the first run being background."""
+    flat = strip.ravel(order="F")
+    changes = np.flatnonzero(flat[1:] != flat[:-1]) + 1
+    runs = np.diff(np.concatenate(([0], changes, [flat.size])))
+    return np.concatenate(([0], runs)) if flat[0] else runs
+
+
 def encode_label_image(labels: np.ndarray) -> dict[int, str]:
     """Encode every cell of a label image (0 = background) as a competition mask string.
 
-    Each cell's mask is encoded from its bounding box: the RLE of a full-size mask is the RLE of
-    the box padded with background, so we build a full-size mask only through a zeroed buffer
-    that is reused and cleared by box, never one HxW array per cell.
+    The RLE runs down columns, so a cell's runs are those of the full-height column strip that
+    holds its bounding box, with the columns left and right of it added to the first and last
+    background runs. Cost per cell is height x box width, not height x width.
     """
     labels = np.asarray(labels)
     if labels.ndim != 2:
         raise ValueError(f"a label image must be 2-D, got shape {labels.shape}")
-    buffer = np.zeros(labels.shape, dtype=bool)
+    height, width = labels.shape
     encoded = {}
-    for cell, box in cell_bounding_boxes(labels).items():
-        buffer[box] = labels[box] == cell
-        encoded[cell] = encode_mask(buffer)
-        buffer[box] = False
+    for cell, (_, cols) in cell_bounding_boxes(labels).items():
+        runs = _strip_runs(labels[:, cols] == cell).tolist()
+        runs[0] += cols.start * height
+        trailing = (width - cols.stop) * height
+        if len(runs) % 2:  # odd count: the strip ends inside background
+            runs[-1] += trailing
+        elif trailing:
+            runs.append(trailing)
+        encoded[cell] = _rle_text(runs, height, width)
     return encoded
