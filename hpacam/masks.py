@@ -8,6 +8,7 @@ here decodes to the same pixels in Kaggle's scorer.
 from __future__ import annotations
 
 import base64
+import warnings
 import zlib
 
 import numpy as np
@@ -39,7 +40,9 @@ def decode_mask(text: str, height: int, width: int) -> np.ndarray:
     """Competition mask string -> boolean (height, width) mask."""
     rle = mask_to_rle(text, height, width)
     try:
-        decoded = coco_mask.decode(rle)
+        with warnings.catch_warnings():  # pycocotools' numpy-2 copy-keyword notice, harmless
+            warnings.simplefilter("ignore", DeprecationWarning)
+            decoded = coco_mask.decode(rle)
     except Exception as exc:  # pycocotools raises bare Exceptions on bad RLE
         raise ValueError(f"mask string does not decode to a {height}x{width} RLE: {exc}") from exc
     if decoded.shape[:2] != (height, width):
