@@ -105,7 +105,7 @@ def thickness_profile(layout: Layout, cell_edge: np.ndarray, nucleus_distance: n
     """
     radius = per_cell(layout.cell_radii.astype(np.float32), layout.cells)
     taper = smoothstep(cell_edge / np.maximum(0.16 * radius, 1.0))
-    edge = 0.12 + 0.88 * taper
+    edge = 0.2 + 0.8 * taper
     dome = 0.3 + 0.7 * np.exp(-nucleus_distance / np.maximum(0.9 * nucleus_radius, 1.0))
     mitotic = per_cell(layout.mitotic.astype(np.float32), layout.cells) > 0
     dome = np.where(mitotic, 1.0, dome)

@@ -100,8 +100,8 @@ class ImageGeometryParams:
 def draw_geometry_params(rng: np.random.Generator, size: int) -> ImageGeometryParams:
     return ImageGeometryParams(
         nucleus_radius=rng.uniform(0.040, 0.056) * size,  # diameter 8-11% of the width
-        cell_to_nucleus=rng.uniform(2.0, 2.9),
-        spacing=rng.uniform(1.05, 1.35),
+        cell_to_nucleus=rng.uniform(2.2, 3.1),
+        spacing=rng.uniform(0.92, 1.35),  # below 1: some nuclei touch
         target_cells=int(round(np.exp(rng.uniform(np.log(9), np.log(44))))),
         clustering=rng.uniform(0.0, 1.0),
         mitotic_rate=rng.uniform(0.0, 0.05),
@@ -181,9 +181,9 @@ def too_close(gaps: np.ndarray, reach: float, other_reaches: list[float], spacin
 def cell_extent(rng: np.random.Generator, nucleus: StarShape, mean_nucleus_radius: float,
                 ratio: float) -> StarShape:
     """An irregular cell outline around its nucleus, centred a little off the nucleus."""
-    radius = mean_nucleus_radius * ratio * rng.lognormal(0.0, 0.12)
+    radius = mean_nucleus_radius * ratio * rng.lognormal(0.0, 0.18)
     orientation = float(np.argmax(nucleus.radii)) * 2 * np.pi / ANGLE_BINS + rng.normal(0, 0.35)
-    radii = star_radii(rng, radius, rng.uniform(1.0, 1.9), orientation, roughness=0.16,
+    radii = star_radii(rng, radius, rng.uniform(1.0, 2.2), orientation, roughness=0.18,
                        first_harmonic=1, n_harmonics=6)
     radii = np.maximum(radii, 1.35 * nucleus.radii)
     shift = rng.uniform(0.0, 0.25) * radius
@@ -299,6 +299,8 @@ def make_layout(rng: np.random.Generator, size: int, min_mitotic: int = 0,
     params = draw_geometry_params(rng, size)
     centres, nucleus_outlines = place_nuclei(rng, size, params, unit)
     n = len(centres)
+    if n == 0:
+        raise RuntimeError(f"no nucleus could be placed in a {size} px image (parameters {params})")
     mitotic = choose_mitotic(rng, n, params.mitotic_rate, min_mitotic, allow_mitosis)
     phases = np.where(mitotic, rng.integers(0, 3, size=n), -1)
     axes = rng.uniform(0, np.pi, size=n)

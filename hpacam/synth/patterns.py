@@ -192,7 +192,8 @@ def actin_filaments(fields, structures, rng, carriers):
 
 def microtubules(fields, structures, rng, carriers):
     """10: the same filaments as the red channel."""
-    return 1.1 * structures.microtubules * (0.35 + 0.65 * fields.thickness) + 0.1 * _cytosol(fields)
+    over_nucleus = np.where(fields.in_nucleus, 0.3, 1.0)
+    return 1.1 * structures.microtubules * (0.35 + 0.65 * fields.thickness) * over_nucleus + 0.1 * _cytosol(fields)
 
 
 def mitotic_spindle(fields, structures, rng, carriers):
@@ -222,7 +223,7 @@ def centrosome(fields, structures, rng, carriers):
             xs.append(x + d * np.cos(a))
     dots = render_spots(fields.shape, np.asarray(ys), np.asarray(xs), rng.uniform(0.9, 1.3, size=len(ys)),
                         1.4 * unit)
-    return 1.2 * dots * (layout.cells > 0) + 0.05 * _cytosol(fields)
+    return 1.2 * dots * (layout.cells > 0) + 0.02 * _cytosol(fields)
 
 
 def plasma_membrane(fields, structures, rng, carriers):
@@ -253,20 +254,20 @@ def mitochondria(fields, structures, rng, carriers):
 
 
 def aggresome(fields, structures, rng, carriers):
-    """15: one bright, lumpy perinuclear blob per cell."""
-    layout, unit = fields.layout, fields.unit
-    ys, xs, amps = [], [], []
+    """15: one bright, lumpy perinuclear blob per cell, kept inside its own cell."""
+    layout = fields.layout
+    out = np.zeros(fields.shape, np.float32)
     for cell_id in carriers:
         i = cell_id - 1
         r = layout.nucleus_radii[i]
         y, x = _angle_point(layout.nucleus_shapes[i][0], rng.uniform(0, 2 * np.pi), rng.uniform(0.1, 0.25) * r)
-        for _ in range(3):
-            ys.append(y + rng.normal(0, 0.08 * r))
-            xs.append(x + rng.normal(0, 0.08 * r))
-            amps.append(rng.uniform(0.6, 1.0))
-    sigma = 0.2 * float(np.median(layout.nucleus_radii)) if len(layout.nucleus_radii) else 3.0 * unit
-    blob = render_spots(fields.shape, np.asarray(ys), np.asarray(xs), np.asarray(amps), sigma)
-    return np.clip(blob, 0.0, 1.6) * (layout.cells > 0) + 0.08 * _cytosol(fields)
+        box = fields.cell_box(cell_id)
+        local_shape = (box[0].stop - box[0].start, box[1].stop - box[1].start)
+        lumps = render_spots(local_shape, y - box[0].start + rng.normal(0, 0.08 * r, size=3),
+                             x - box[1].start + rng.normal(0, 0.08 * r, size=3), rng.uniform(0.6, 1.0, size=3),
+                             0.2 * r)
+        out[box] += np.clip(lumps, 0.0, 1.6) * (layout.cells[box] == cell_id)
+    return out + 0.03 * _cytosol(fields)
 
 
 def cytosol(fields, structures, rng, carriers):
@@ -288,7 +289,7 @@ def vesicles(fields, structures, rng, carriers):
     ys, xs = np.concatenate(ys or [np.zeros(0)]), np.concatenate(xs or [np.zeros(0)])
     sigmas = rng.uniform(0.8, 1.6, size=len(ys)) * unit
     dots = render_spots_varied(fields.shape, ys, xs, rng.lognormal(0.0, 0.35, size=len(ys)), sigmas)
-    return dots * fields.cytoplasm + 0.06 * _cytosol(fields)
+    return dots * fields.cytoplasm + 0.03 * _cytosol(fields)
 
 
 def negative(fields, structures, rng, carriers):

@@ -130,16 +130,17 @@ def blue_stain(fields: Fields, rng: np.random.Generator) -> np.ndarray:
 
 def red_stain(fields: Fields, structures: Structures, rng: np.random.Generator) -> np.ndarray:
     """Microtubules over diffuse tubulin, fading towards the cell edge; spindles in mitotic cells."""
-    brightness = per_cell(fields.layout.mitotic * 0.3 + rng.lognormal(0.0, 0.25, size=fields.layout.n_cells),
+    brightness = per_cell(fields.layout.mitotic * 0.3 + rng.lognormal(0.0, 0.35, size=fields.layout.n_cells),
                           fields.layout.cells)
     diffuse = 0.3 * fields.thickness * np.where(fields.in_nucleus, 0.25, 1.0)
-    red = brightness * (0.9 * structures.microtubules * (0.35 + 0.65 * fields.thickness) + diffuse)
+    over_nucleus = np.where(fields.in_nucleus, 0.3, 1.0)  # filaments above/below the nucleus are out of focus
+    red = brightness * (0.9 * structures.microtubules * (0.35 + 0.65 * fields.thickness) * over_nucleus + diffuse)
     return (red + 0.9 * structures.spindle).astype(np.float32)
 
 
 def yellow_stain(fields: Fields, structures: Structures, rng: np.random.Generator) -> np.ndarray:
     """ER network, plus the faint nuclear envelope that is continuous with it."""
-    brightness = per_cell(rng.lognormal(0.0, 0.25, size=fields.layout.n_cells), fields.layout.cells)
+    brightness = per_cell(rng.lognormal(0.0, 0.35, size=fields.layout.n_cells), fields.layout.cells)
     envelope = 0.35 * np.exp(-(fields.nucleus_depth / (1.5 * fields.unit)) ** 2) * fields.in_nucleus
     inside = 0.06 * fields.in_nucleus
     return (brightness * (structures.er + envelope + inside)).astype(np.float32)
