@@ -85,7 +85,7 @@ def nuclear_speckles(fields, structures, rng, carriers):
 
 def nuclear_bodies(fields, structures, rng, carriers):
     """5: a few (1-6) round dots per nucleus, away from the nucleoli."""
-    ys, xs, sigmas = [], [], []
+    ys, xs = [], []
     weights = (fields.nucleus_depth > 3 * fields.unit) * (1.0 - fields.nucleoli)
     for cell_id in carriers:
         if fields.layout.mitotic[cell_id - 1]:

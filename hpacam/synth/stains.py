@@ -14,6 +14,7 @@ import numpy as np
 from hpacam.synth.drawing import (clip_paths_to_cells, draw_paths, gaussian_blur, random_walks,
                                   render_spots, smooth_noise)
 from hpacam.synth.fields import Fields, per_cell
+from hpacam.synth.layout import Layout, StarShape
 
 
 @dataclass
@@ -99,14 +100,13 @@ def mitotic_spindles(fields: Fields, rng: np.random.Generator) -> tuple[np.ndarr
     return gaussian_blur(spindle, 0.6 * unit) * mitotic, poles_by_cell
 
 
-def pieces_for_poles(layout, i: int) -> list:
+def pieces_for_poles(layout: Layout, i: int) -> list[StarShape]:
     """The chromatin piece each pole pulls on: the same plate for both, or one anaphase set each."""
     pieces = layout.nucleus_shapes[i]
     if len(pieces) == 1:
         return [pieces[0], pieces[0]]
     axis = np.array([np.sin(layout.spindle_angles[i]), np.cos(layout.spindle_angles[i])])
-    order = sorted(pieces, key=lambda p: float(np.dot([p.cy, p.cx], axis)))
-    return order  # pole 0 lies on the negative side of the axis
+    return sorted(pieces, key=lambda p: float(np.dot([p.cy, p.cx], axis)))  # pole 0: negative side
 
 
 def build_structures(fields: Fields, rng: np.random.Generator) -> Structures:
@@ -122,7 +122,8 @@ def blue_stain(fields: Fields, rng: np.random.Generator) -> np.ndarray:
     brightness = rng.lognormal(0.0, 0.2, size=n) * np.where(layout.mitotic, 1.9, 1.0)
     depth = fields.nucleus_depth / np.maximum(0.45 * fields.nucleus_radius, 1.0)
     dome = 0.55 + 0.45 * np.sqrt(np.clip(depth, 0.0, 1.0))
-    texture = 1.0 + 0.18 * smooth_noise(rng, fields.shape, 1.6 * unit) + 0.08 * smooth_noise(rng, fields.shape, 0.7 * unit)
+    coarse, fine = smooth_noise(rng, fields.shape, 1.6 * unit), smooth_noise(rng, fields.shape, 0.7 * unit)
+    texture = 1.0 + 0.18 * coarse + 0.08 * fine
     nucleoli = 1.0 - 0.35 * fields.nucleoli
     blue = per_cell(brightness, layout.nuclei) * dome * np.clip(texture, 0.3, None) * nucleoli
     return (blue * fields.in_nucleus).astype(np.float32)
