@@ -1,0 +1,262 @@
+"""`tf.data` input for the image-level models: HPA channel files (local or `gs://`) -> batches.
+
+Decoding follows `hpacam.images.read_image` to the number, so the TensorFlow models see exactly
+what the torch models see:
+- 8-bit files are read as 8-bit values. `tf.io.decode_png(dtype=uint16)` would multiply them by
+  257, so the bit depth is taken from the PNG header (byte 24 of the file) first.
+- one divisor per image: 65535 if any channel of the image holds a value above 255 (true 16-bit
+  data), else 255 (8-bit files, and 8-bit data stored in 16-bit files) - `hpacam.images.unit_scale`.
+- colour files (RGB or RGBA where grayscale is expected) take the per-pixel maximum of the colour
+  planes; resizing uses area averaging when shrinking and bilinear when enlarging, as cv2 does.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import tensorflow as tf
+
+from hpacam.classes import CHANNELS
+from hpacam.images import COLOR_MODES, EXTENSIONS, ImageReadError
+from hpacam.labels import make_folds, multi_hot, read_labels
+from hpacam.tf import storage
+from hpacam.tf.config import AugmentConfig, ImgTrainConfig
+
+log = logging.getLogger(__name__)
+
+AUTOTUNE = tf.data.AUTOTUNE
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+JPEG_SIGNATURE = b"\xff\xd8"
+PNG_BIT_DEPTH_OFFSET = 24  # 8 signature bytes, IHDR length and type, width, height
+TF_EXTENSIONS = (".png", ".jpg", ".jpeg")  # what TensorFlow can decode; TIFFs need converting
+TF_COLOR_MODES = ("rgb", "ggg")
+
+
+# ----------------------------------------------------------------------------- colour modes
+
+
+def mode_channels(mode: str) -> tuple[tuple[str, ...], list[int]]:
+    """The distinct channel files a mode reads, and which of them fills each output channel.
+
+    `ggg` reads the green file once and copies it, and its divisor is decided from green alone,
+    as `read_image(mode="ggg")` does.
+    """
+    if mode not in TF_COLOR_MODES:
+        raise ValueError(f"unknown colour mode {mode!r}; the image-level models use one of {TF_COLOR_MODES}")
+    names = COLOR_MODES[mode]
+    files = tuple(dict.fromkeys(names))
+    return files, [files.index(name) for name in names]
+
+
+# ----------------------------------------------------------------------------- file lists
+
+
+def list_channel_files(folder: str) -> dict[tuple[str, str], str]:
+    """(ID, channel) -> file name, from one listing of `folder` (one request on a bucket)."""
+    if not storage.exists(folder):
+        raise FileNotFoundError(f"{folder}: image folder not found")
+    found: dict[tuple[str, str], str] = {}
+    rank = {ext: i for i, ext in enumerate(EXTENSIONS)}  # .png first, as hpacam.images looks
+    for name in tf.io.gfile.listdir(folder):
+        stem, dot, ext = name.rpartition(".")
+        ext = f".{ext.lower()}"
+        if not dot or "_" not in stem or ext not in rank:
+            continue
+        image_id, channel = stem.rsplit("_", 1)
+        key = (image_id, channel)
+        if channel in CHANNELS and (key not in found or rank[ext] < rank[_extension(found[key])]):
+            found[key] = name
+    return found
+
+
+def _extension(name: str) -> str:
+    return "." + name.rpartition(".")[2].lower()
+
+
+def channel_paths(folder: str, image_ids: Sequence[str], mode: str) -> np.ndarray:
+    """(N, files of the mode) full paths; a missing or undecodable file is an error naming it."""
+    files, _ = mode_channels(mode)
+    listing = list_channel_files(folder)
+    paths = np.empty((len(image_ids), len(files)), dtype=object)
+    for row, image_id in enumerate(image_ids):
+        for col, channel in enumerate(files):
+            name = listing.get((image_id, channel))
+            if name is None:
+                raise ImageReadError(f"{storage.join(folder, f'{image_id}_{channel}.png')}: missing channel file "
+                                     f"(looked for {', '.join(TF_EXTENSIONS)})")
+            if not name.lower().endswith(TF_EXTENSIONS):
+                raise ImageReadError(f"{storage.join(folder, name)}: TensorFlow cannot decode this format; "
+                                     f"convert it to PNG (readable: {', '.join(TF_EXTENSIONS)})")
+            paths[row, col] = storage.join(folder, name)
+    return paths.astype(str)
+
+
+# ----------------------------------------------------------------------------- decoding
+
+
+def _png_bit_depth(contents: tf.Tensor) -> tf.Tensor:
+    """Bit depth from the IHDR chunk; padded so that a truncated file cannot fail here unnamed."""
+    head = tf.strings.join([tf.strings.substr(contents, 0, 32), tf.constant(b"\0" * 32)])
+    return tf.cast(tf.io.decode_raw(tf.strings.substr(head, PNG_BIT_DEPTH_OFFSET, 1), tf.uint8)[0], tf.int32)
+
+
+def _to_grayscale(image: tf.Tensor) -> tf.Tensor:
+    """(H, W, C) -> (H, W): the channel itself, or the maximum of the colour planes (as cv2 side)."""
+    return tf.cond(tf.shape(image)[-1] >= 3,
+                   lambda: tf.reduce_max(image[..., :3], axis=-1),
+                   lambda: image[..., 0])
+
+
+def decode_channel(contents: tf.Tensor, path: tf.Tensor) -> tf.Tensor:
+    """One channel file's bytes -> (H, W) uint16 holding the file's own values (8-bit stays 0-255)."""
+    is_png = tf.equal(tf.strings.substr(contents, 0, len(PNG_SIGNATURE)), PNG_SIGNATURE)
+    is_jpeg = tf.equal(tf.strings.substr(contents, 0, len(JPEG_SIGNATURE)), JPEG_SIGNATURE)
+    check = tf.debugging.Assert(is_png | is_jpeg,
+                                ["not a PNG or JPEG file (empty, truncated or another format):", path])
+    with tf.control_dependencies([check]):
+        is_16_bit = is_png & tf.equal(_png_bit_depth(contents), 16)
+        image = tf.cond(
+            is_16_bit,
+            lambda: tf.io.decode_png(contents, channels=0, dtype=tf.uint16),
+            lambda: tf.cast(tf.io.decode_image(contents, channels=0, dtype=tf.uint8,
+                                               expand_animations=False), tf.uint16),
+        )
+    return _to_grayscale(image)
+
+
+def resize_like_cv2(image: tf.Tensor, size: int) -> tf.Tensor:
+    """Resize (H, W, C) to (size, size) as `hpacam.images.resize_image` does (area / bilinear)."""
+    height, width = tf.shape(image)[0], tf.shape(image)[1]
+    unchanged = tf.logical_and(tf.equal(height, size), tf.equal(width, size))
+    shrinking = size * size < height * width
+    resized = tf.cond(
+        unchanged,
+        lambda: image,
+        lambda: tf.cond(shrinking,
+                        lambda: tf.image.resize(image, (size, size), method="area"),
+                        lambda: tf.image.resize(image, (size, size), method="bilinear")),
+    )
+    return tf.ensure_shape(resized, (size, size, image.shape[-1]))
+
+
+def load_image(paths: tf.Tensor, channel_index: Sequence[int], size: int | None) -> tf.Tensor:
+    """Paths of one image's distinct channel files -> float32 (H, W, len(channel_index)) in [0, 1]."""
+    planes = []
+    for k in range(paths.shape[0]):
+        planes.append(decode_channel(tf.io.read_file(paths[k]), paths[k]))
+    checks = [tf.debugging.Assert(tf.reduce_all(tf.equal(tf.shape(plane), tf.shape(planes[0]))),
+                                  ["channels of different sizes:", paths[0], paths[k]])
+              for k, plane in enumerate(planes[1:], start=1)]
+    with tf.control_dependencies(checks):
+        raw = tf.stack(planes, axis=-1)
+    divisor = tf.where(tf.reduce_max(raw) > 255, 65535.0, 255.0)
+    image = tf.cast(raw, tf.float32) / divisor
+    image = tf.gather(image, list(channel_index), axis=-1)
+    return image if size is None else resize_like_cv2(image, size)
+
+
+def image_dataset(paths: np.ndarray, mode: str, size: int | None,
+                  targets: np.ndarray | None = None) -> tf.data.Dataset:
+    """Decoded images (and targets when given), in the order of `paths`."""
+    return decoded_dataset(paths, mode_channels(mode)[1], size, targets)
+
+
+def decoded_dataset(paths: np.ndarray, channel_index: Sequence[int], size: int | None,
+                    targets: np.ndarray | None = None) -> tf.data.Dataset:
+    """As `image_dataset`, with the output channels chosen by index into the columns of `paths`."""
+    inputs = tf.constant(paths, dtype=tf.string)
+    ds = tf.data.Dataset.from_tensor_slices(inputs if targets is None else (inputs, targets.astype(np.float32)))
+    if targets is None:
+        return ds.map(lambda p: load_image(p, channel_index, size), num_parallel_calls=AUTOTUNE)
+    return ds.map(lambda p, t: (load_image(p, channel_index, size), t), num_parallel_calls=AUTOTUNE)
+
+
+def load_images(folder: str, image_ids: Sequence[str], mode: str, size: int | None = None) -> np.ndarray:
+    """Numpy (N, H, W, 3) of the images as the models see them; for checks and small sets."""
+    ds = image_dataset(channel_paths(folder, image_ids, mode), mode, size)
+    return np.stack([image.numpy() for image in ds]) if len(image_ids) else np.zeros((0,))
+
+
+# ----------------------------------------------------------------------------- augmentation
+
+
+def augment_image(image: tf.Tensor, cfg: AugmentConfig) -> tf.Tensor:
+    """Flips and 90-degree rotations: the dihedral group, free of interpolation, fine for cells."""
+    shape = image.shape
+    if cfg.hflip:
+        image = tf.cond(tf.random.uniform([]) < 0.5, lambda: tf.image.flip_left_right(image), lambda: image)
+    if cfg.vflip:
+        image = tf.cond(tf.random.uniform([]) < 0.5, lambda: tf.image.flip_up_down(image), lambda: image)
+    if cfg.rot90:
+        image = tf.image.rot90(image, k=tf.random.uniform([], 0, 4, dtype=tf.int32))
+    return tf.ensure_shape(image, shape)
+
+
+def finish_pipeline(ds: tf.data.Dataset, *, batch_size: int, training: bool, augment: AugmentConfig,
+                    cache: str = "", shuffle_buffer: int = 2048, seed: int = 0,
+                    drop_remainder: bool = False) -> tf.data.Dataset:
+    """Decoded (image, target) pairs -> cached, shuffled, augmented, batched, prefetched."""
+    if cache == "memory":
+        ds = ds.cache()
+    elif cache:
+        ds = ds.cache(cache + ("-train" if training else "-valid"))
+    if training:
+        ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+        ds = ds.map(lambda image, target: (augment_image(image, augment), target), num_parallel_calls=AUTOTUNE)
+    return ds.batch(batch_size, drop_remainder=drop_remainder).prefetch(AUTOTUNE)
+
+
+# ----------------------------------------------------------------------------- labels and folds
+
+
+@dataclass
+class LabeledImages:
+    """The label table as the torch stage sees it: same IDs, same targets, same folds."""
+
+    ids: list[str]
+    targets: np.ndarray  # (N, 19) float32
+    folds: np.ndarray  # (N,) int64
+
+    def subset(self, mask: np.ndarray) -> "LabeledImages":
+        return LabeledImages([i for i, keep in zip(self.ids, mask) if keep], self.targets[mask], self.folds[mask])
+
+
+def read_labeled_images(labels_path: str, n_folds: int, fold_seed: int) -> LabeledImages:
+    """Labels CSV (local or gs://) -> IDs, multi-hot targets and the seeded stratified folds."""
+    if not labels_path:
+        raise ValueError("data.labels is empty: give the label CSV (Kaggle ID,Label format)")
+    with storage.local_copy(labels_path) as local:
+        frame = read_labels(local)
+    targets = multi_hot(frame["labels"])
+    folds = make_folds(targets, n_folds, fold_seed)
+    return LabeledImages(frame["ID"].tolist(), targets, folds)
+
+
+def split_folds(table: LabeledImages, fold: int) -> tuple[LabeledImages, LabeledImages | None]:
+    """(train, valid); fold -1 trains on everything and has no validation set."""
+    if fold < 0:
+        return table, None
+    return table.subset(table.folds != fold), table.subset(table.folds == fold)
+
+
+def folder_datasets(cfg: ImgTrainConfig, global_batch: int,
+                    drop_remainder_valid: bool = False) -> tuple[tf.data.Dataset, tf.data.Dataset | None]:
+    """Training and validation batches read from the image folder (the non-TFRecord path)."""
+    data = cfg.data
+    if not data.images:
+        raise ValueError("data.images is empty: give the image folder (or data.tfrecords)")
+    train, valid = split_folds(read_labeled_images(data.labels, data.n_folds, data.fold_seed), data.fold)
+    log.info("images from %s: %d train, %d valid (fold %d)", data.images, len(train.ids),
+             0 if valid is None else len(valid.ids), data.fold)
+
+    def batches(part: LabeledImages, training: bool) -> tf.data.Dataset:
+        ds = image_dataset(channel_paths(data.images, part.ids, data.color_mode), data.color_mode,
+                           data.image_size, part.targets)
+        return finish_pipeline(ds, batch_size=global_batch, training=training, augment=cfg.augment,
+                               cache=data.cache, shuffle_buffer=data.shuffle_buffer, seed=cfg.seed,
+                               drop_remainder=training or drop_remainder_valid)
+
+    return batches(train, True), None if valid is None else batches(valid, False)
