@@ -286,3 +286,23 @@ def test_label_stats_cover_the_kaggle_training_set():
     assert stats["n_images"] == 21806
     assert sum(count for _, count in stats["combinations"]) == 21806
     assert [[NEGATIVE], 34] in stats["combinations"]
+
+
+def test_stats_file_is_derived_from_a_train_csv(tmp_path):
+    from hpacam.synth.stats import main as stats_main
+
+    train = tmp_path / "train.csv"
+    train.write_text("ID,Label\na,0|16\nb,16|0\nc,14\nd,3|13|13\n")
+    out = tmp_path / "stats.json"
+    assert stats_main(["--train", str(train), "--out", str(out)]) == 0
+    stats = load_label_stats(out)
+    assert stats["combinations"] == [[[0, 16], 2], [[3, 13], 1], [[14], 1]]
+    assert stats["label_image_counts"]["16"] == 2 and stats["n_images"] == 4
+
+
+@pytest.mark.skipif(not Path("/work/shared/hpa-labels/kaggle_train.csv").is_file(), reason="no Kaggle labels here")
+def test_committed_stats_file_matches_the_kaggle_labels(tmp_path):
+    from hpacam.synth.stats import DEFAULT_STATS_PATH, write_label_stats
+
+    write_label_stats("/work/shared/hpa-labels/kaggle_train.csv", tmp_path / "stats.json")
+    assert (tmp_path / "stats.json").read_text() == DEFAULT_STATS_PATH.read_text()
