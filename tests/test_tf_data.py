@@ -1,6 +1,10 @@
 """TensorFlow input: decoding matches the torch-side reader, TFRecords round-trip, strategy on CPU."""
 
 import os
+import runpy
+import subprocess
+import sys
+from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -19,6 +23,23 @@ from hpacam.tf.strategy import select_strategy, set_precision  # noqa: E402
 from hpacam.tf.tfrecords import RecordsError, load_tfrecords, make_tfrecords, record_datasets  # noqa: E402
 
 CHANNELS = ("red", "green", "blue", "yellow")
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_tensorflow_stays_out_of_the_torch_path_and_bad_configs_fail_before_importing_it():
+    code = ("import sys, hpacam, hpacam.images, hpacam.labels, hpacam.config, hpacam.tf, hpacam.tf.config; "
+            "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)
+    bad = subprocess.run([sys.executable, str(REPO / "train-image-level-model/train_img.py"),
+                          "--config", str(REPO / "configs/img/tiny_cpu.yaml"), "model.archtecture=tiny"],
+                         capture_output=True, text=True, cwd=REPO)
+    assert bad.returncode == 2 and "unknown key(s) ['archtecture']" in bad.stderr
+
+
+@pytest.mark.parametrize("recipe", sorted((REPO / "configs/img").glob("*.yaml")), ids=lambda p: p.name)
+def test_recipes_load(recipe):
+    cfg = load_config(ImgTrainConfig, recipe)
+    assert cfg.data.color_mode in ("rgb", "ggg") and cfg.model.weights in ("imagenet", "none")
 
 
 def write_image(folder, image_id, planes):
@@ -125,7 +146,13 @@ def test_tfrecord_round_trip_gives_the_same_images_labels_and_folds(tmp_path, mo
     images, labels_csv = labelled_set(tmp_path)
     cfg = data_config(images, labels_csv, **{"data.color_mode": mode, "records.bits": bits})
     out = str(tmp_path / "records")
-    manifest = make_tfrecords(cfg, out)
+    if mode == "rgb":
+        manifest = make_tfrecords(cfg, out)
+    else:  # through the command line
+        script = runpy.run_path(str(REPO / "train-image-level-model/make_tfrecords.py"))
+        manifest = script["main"](["--out", out, f"data.images={images}", f"data.labels={labels_csv}",
+                                   "data.image_size=32", "data.n_folds=3", "records.images_per_shard=3",
+                                   f"data.color_mode={mode}", f"records.bits={bits}"])
     assert sum(s["count"] for s in manifest["shards"]) == 12
     assert all(s["count"] <= 3 for s in manifest["shards"])  # records.images_per_shard
 

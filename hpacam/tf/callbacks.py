@@ -6,6 +6,7 @@ import json
 import logging
 import math
 import time
+from typing import Callable
 
 import keras
 
@@ -20,6 +21,9 @@ def save_model_atomically(model: keras.Model, path: str) -> None:
         model.save(tmp)
 
 
+Exporter = Callable[[keras.Model], keras.Model]
+
+
 class BestModelCheckpoint(keras.callbacks.Callback):
     """Keep the best epoch's model in native `.keras` format, written atomically.
 
@@ -27,9 +31,11 @@ class BestModelCheckpoint(keras.callbacks.Callback):
     replaces the model when it beats what the interrupted run had already saved.
     """
 
-    def __init__(self, path: str, monitor: str, mode: str = "max", resume: bool = False):
+    def __init__(self, path: str, monitor: str, mode: str = "max", resume: bool = False,
+                 export: Exporter | None = None):
         super().__init__()
         self.path, self.monitor, self.mode, self.resume = path, monitor, mode, resume
+        self.export = export  # e.g. a float32 copy of a mixed-precision model
         self.score_path = path + ".json"
         self.best = -math.inf if mode == "max" else math.inf
 
@@ -48,7 +54,7 @@ class BestModelCheckpoint(keras.callbacks.Callback):
         value = float(value)
         if not self._improved(value):
             return
-        save_model_atomically(self.model, self.path)
+        save_model_atomically(self.export(self.model) if self.export else self.model, self.path)
         storage.write_text(self.score_path, json.dumps({"epoch": epoch + 1, "monitor": self.monitor, "value": value}))
         log.info("epoch %d: %s improved from %.5f to %.5f, saved %s", epoch + 1, self.monitor, self.best, value,
                  self.path)

@@ -147,6 +147,34 @@ def load_model_weights(model: keras.Model, path: str) -> None:
     log.info("loaded weights from %s", os.path.basename(path))
 
 
+def float32_copy(model: keras.Model) -> keras.Model:
+    """The same classifier with float32 compute, for saving a model trained in mixed precision.
+
+    Mixed-precision variables are float32 already, so the weights copy exactly; the saved model
+    then runs on any inference device (bfloat16 is slow or missing on older GPUs and CPUs). The
+    copy is rebuilt from the model's own serialized config with every dtype policy set to float32.
+    """
+    config = _float32_policies(keras.saving.serialize_keras_object(model))
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy("float32")  # for sublayers built without a dtype
+    try:
+        copy = keras.saving.deserialize_keras_object(config)
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+    copy.set_weights(model.get_weights())
+    return copy
+
+
+def _float32_policies(node):
+    if isinstance(node, list):
+        return [_float32_policies(item) for item in node]
+    if not isinstance(node, dict):
+        return node
+    if node.get("class_name") == "DTypePolicy" and isinstance(node.get("config"), dict):
+        return {**node, "config": {**node["config"], "name": "float32"}}
+    return {key: _float32_policies(value) for key, value in node.items()}
+
+
 def compile_model(model: keras.Model, cfg: TrainConfig) -> keras.Model:
     """Adam, binary cross-entropy over the 19 labels, and the mean per-class ROC AUC."""
     model.compile(

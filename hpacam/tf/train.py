@@ -21,7 +21,7 @@ from hpacam.tf import storage
 from hpacam.tf.callbacks import BestModelCheckpoint, StopBeforeTimeLimit
 from hpacam.tf.config import ImgTrainConfig
 from hpacam.tf.data import folder_datasets
-from hpacam.tf.models import build_model, compile_model
+from hpacam.tf.models import build_model, compile_model, float32_copy
 from hpacam.tf.strategy import select_strategy, set_precision
 from hpacam.tf.tfrecords import record_datasets
 
@@ -55,11 +55,14 @@ def monitored_metric(cfg: ImgTrainConfig, has_validation: bool) -> str:
     return monitor
 
 
-def make_callbacks(cfg: ImgTrainConfig, run_dir: str, monitor: str, resuming: bool) -> list[keras.callbacks.Callback]:
+def make_callbacks(cfg: ImgTrainConfig, run_dir: str, monitor: str, resuming: bool,
+                   policy: str) -> list[keras.callbacks.Callback]:
     train = cfg.train
+    export = float32_copy if policy != "float32" else None  # the saved model runs anywhere
     callbacks = [
         keras.callbacks.BackupAndRestore(backup_dir(cfg), double_checkpoint=True, delete_checkpoint=False),
-        BestModelCheckpoint(storage.join(run_dir, BEST_MODEL), monitor, train.monitor_mode, resume=resuming),
+        BestModelCheckpoint(storage.join(run_dir, BEST_MODEL), monitor, train.monitor_mode, resume=resuming,
+                            export=export),
         keras.callbacks.ReduceLROnPlateau(monitor=monitor, mode=train.monitor_mode, factor=train.plateau_factor,
                                           patience=train.plateau_patience, min_lr=train.min_lr, verbose=1),
         keras.callbacks.CSVLogger(storage.join(run_dir, HISTORY), append=resuming),
@@ -78,7 +81,7 @@ def train(cfg: ImgTrainConfig) -> TrainResult:
     run_dir = str(prepare_run_dir(cfg.run_dir, cfg))
     keras.utils.set_random_seed(cfg.seed)
     choice = select_strategy(cfg.strategy.tpu)
-    set_precision(cfg.strategy.precision, choice.kind)
+    policy = set_precision(cfg.strategy.precision, choice.kind)
     global_batch = choice.global_batch(cfg.train.batch_per_replica)
     log.info("global batch %d = %d per replica x %d", global_batch, cfg.train.batch_per_replica, choice.replicas)
     train_ds, valid_ds = make_datasets(cfg, global_batch, drop_remainder_valid=choice.kind == "tpu")
@@ -88,9 +91,9 @@ def train(cfg: ImgTrainConfig) -> TrainResult:
     resuming = storage.exists(storage.join(backup_dir(cfg), BACKUP_METADATA))
     if resuming:
         log.info("resuming from the backup in %s", backup_dir(cfg))
-    callbacks = make_callbacks(cfg, run_dir, monitored_metric(cfg, valid_ds is not None), resuming)
+    callbacks = make_callbacks(cfg, run_dir, monitored_metric(cfg, valid_ds is not None), resuming, policy)
     history = model.fit(train_ds, validation_data=valid_ds, epochs=cfg.train.epochs, callbacks=callbacks,
-                        verbose=cfg.train.verbose)
+                        verbose=cfg.train.verbose, shuffle=False)  # the tf.data pipeline shuffles
     finished = not any(isinstance(c, StopBeforeTimeLimit) and c.stopped_early for c in callbacks)
     if finished and storage.exists(backup_dir(cfg)):
         tf.io.gfile.rmtree(backup_dir(cfg))  # done: a later run of this command starts afresh
