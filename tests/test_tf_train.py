@@ -132,6 +132,17 @@ def test_weights_from_a_local_file(tmp_path, suffix):
         build_model(ModelConfig(architecture="tiny", weights=str(path)), 48)  # other size: other positions
 
 
+def test_backbone_weights_from_a_local_file(tmp_path):
+    """weights_scope=backbone: e.g. ImageNet weights downloaded elsewhere, loaded into the backbone only."""
+    source = build_model(ModelConfig(architecture="tiny"), 32)
+    backbone = source.get_layer(index=2)
+    path = tmp_path / "backbone.weights.h5"
+    backbone.save_weights(path)
+    loaded = build_model(ModelConfig(architecture="tiny", weights=str(path), weights_scope="backbone"), 32)
+    for a, b in zip(backbone.get_weights(), loaded.get_layer(index=2).get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_bad_weights_and_architectures_are_named():
     with pytest.raises(ValueError, match="unknown architecture 'resnet9000'.*efficientnet_b7"):
         get_architecture("resnet9000")

@@ -176,8 +176,10 @@ def decoded_dataset(paths: np.ndarray, channel_index: Sequence[int], size: int |
 
 def load_images(folder: str, image_ids: Sequence[str], mode: str, size: int | None = None) -> np.ndarray:
     """Numpy (N, H, W, 3) of the images as the models see them; for checks and small sets."""
+    if not len(image_ids):
+        return np.zeros((0, size or 0, size or 0, 3), dtype=np.float32)
     ds = image_dataset(channel_paths(folder, image_ids, mode), mode, size)
-    return np.stack([image.numpy() for image in ds]) if len(image_ids) else np.zeros((0,))
+    return np.stack([image.numpy() for image in ds])
 
 
 # ----------------------------------------------------------------------------- augmentation

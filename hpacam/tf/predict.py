@@ -94,7 +94,10 @@ def main(argv: Sequence[str] | None = None) -> pd.DataFrame:
     parser.add_argument("--batch-size", type=int, default=16)
     args = parser.parse_args(argv)
     with storage.local_copy(args.ids) as local:
-        ids = pd.read_csv(local, dtype=str, keep_default_na=False)["ID"].tolist()
+        table = pd.read_csv(local, dtype=str, keep_default_na=False)
+    if "ID" not in table.columns:
+        parser.exit(2, f"{args.ids}: no ID column (columns: {list(table.columns)})\n")
+    ids = table["ID"].tolist()
     probs = predict_image_probabilities(args.model, ids, args.images, color_mode=args.color_mode,
                                         batch_size=args.batch_size)
     frame = probabilities_frame(ids, probs)

@@ -216,6 +216,7 @@ def record_datasets(cfg: ImgTrainConfig, global_batch: int,
     def batches(folds: list[int], training: bool) -> tf.data.Dataset:
         ds = record_dataset(folder, folds, data.image_size, deterministic=not training, manifest=manifest)
         ds = ds.map(lambda r: (r["image"], r["target"]), num_parallel_calls=AUTOTUNE)
+        ds = ds.apply(tf.data.experimental.assert_cardinality(count_images(manifest, folds)))  # Keras knows the steps
         return finish_pipeline(ds, batch_size=global_batch, training=training, augment=cfg.augment,
                                cache=data.cache, shuffle_buffer=data.shuffle_buffer, seed=cfg.seed,
                                drop_remainder=training or drop_remainder_valid)
