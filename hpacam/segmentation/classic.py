@@ -1,0 +1,280 @@
+"""The default, weight-free backend: nuclei from blue, cells grown from them over the cytoplasm.
+
+Steps, all at a reduced working resolution (the longer side resized to `work_size`, 512 px by
+default), so a 1728, 2048, 3072 or 4096 px image costs about the same; labels are restored to
+full size by nearest-neighbour resizing:
+
+1. Each channel is area-resized and divided by its `percentile` (bit depth and gain free).
+2. Nuclei: blue is smoothed, thresholded at a multiple of its Otsu level, holes are filled and
+   debris removed; touching nuclei are split by a watershed on the distance map, seeded by its
+   h-maxima (a neck between two round nuclei is a saddle of the distance map deeper than
+   `split_depth`; an oval nucleus has none).
+3. Cytoplasm signal: a weighted sum of red (microtubules), yellow (ER) and blue, smoothed.
+   Foreground: above a multiple of its Otsu level, or nucleus.
+4. Cells: a watershed of the inverted cytoplasm signal seeded by the nuclei and confined to the
+   foreground, so neighbouring cells part along the dim seam between them. Each cell then keeps
+   the pixels brighter than `cell_cut` x its own median signal (dim cells keep their faint
+   edges; bright cells do not swallow background glow) and only the piece holding its nucleus;
+   cells smaller than `min_cell_area` go. One nucleus per cell by construction.
+
+Lengths in the settings are in nucleus diameters and the diameter is a fraction of the longer
+side, so the same numbers serve every image size.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Sequence
+
+import cv2
+import numpy as np
+from scipy import ndimage
+from skimage import measure
+from skimage.filters import threshold_otsu
+from skimage.morphology import h_maxima
+from skimage.segmentation import watershed
+
+from hpacam.segmentation.core import Channels, LabelPair
+from hpacam.segmentation.settings import ClassicSettings, SegmentationConfig
+
+
+@dataclass(frozen=True)
+class Scale:
+    """Working-resolution geometry of one image."""
+
+    work_shape: tuple[int, int]
+    nucleus_px: float  # typical nucleus diameter in working pixels
+
+    @property
+    def nucleus_area(self) -> float:
+        return np.pi / 4.0 * self.nucleus_px ** 2
+
+
+def working_scale(shape: tuple[int, int], settings: ClassicSettings) -> Scale:
+    """Shrink so the longer side is `work_size` (never enlarge)."""
+    height, width = shape
+    factor = min(1.0, settings.work_size / max(height, width))
+    work_shape = (max(1, round(height * factor)), max(1, round(width * factor)))
+    return Scale(work_shape, settings.nucleus_diameter * max(work_shape))
+
+
+def to_working(channel: np.ndarray, scale: Scale, percentile: float) -> np.ndarray:
+    """Area-resize one channel and divide it by its percentile (0 stays 0 for a blank channel)."""
+    plane = np.asarray(channel, dtype=np.float32)
+    if plane.shape != scale.work_shape:
+        plane = cv2.resize(plane, scale.work_shape[::-1], interpolation=cv2.INTER_AREA)
+    top = float(np.percentile(plane, percentile))
+    return plane / top if top > 0 else np.zeros_like(plane)
+
+
+def smooth(image: np.ndarray, sigma_px: float) -> np.ndarray:
+    if sigma_px <= 0:
+        return image
+    return cv2.GaussianBlur(image, (0, 0), sigmaX=sigma_px, sigmaY=sigma_px, borderType=cv2.BORDER_REFLECT)
+
+
+def otsu_level(image: np.ndarray) -> float | None:
+    """Otsu's threshold, or None when the image is flat (nothing to separate)."""
+    if float(image.max()) <= float(image.min()):
+        return None
+    return float(threshold_otsu(image))
+
+
+def nucleus_objects(blue: np.ndarray, scale: Scale, settings: ClassicSettings) -> np.ndarray:
+    """Connected blue objects above the threshold, holes filled (labelled, before any filtering)."""
+    smoothed = smooth(blue, settings.blue_sigma * scale.nucleus_px)
+    level = otsu_level(smoothed)
+    if level is None:
+        return np.zeros(blue.shape, dtype=np.int32)
+    mask = ndimage.binary_fill_holes(smoothed > level * settings.nucleus_threshold_scale)
+    return ndimage.label(mask)[0].astype(np.int32)
+
+
+@dataclass(frozen=True)
+class ObjectStats:
+    """Area (in typical nucleus areas), brightness (x the median of full-size nuclei), centroid."""
+
+    area: np.ndarray
+    brightness: np.ndarray
+    centroid: np.ndarray  # (n, 2) y, x
+
+    def condensed(self, settings: ClassicSettings) -> np.ndarray:
+        """Mitotic chromatin: small but brighter than interphase nuclei."""
+        return (self.brightness >= settings.chromatin_brightness) & (self.area < settings.chromatin_max_area)
+
+
+def object_stats(labels: np.ndarray, blue: np.ndarray, scale: Scale, settings: ClassicSettings) -> ObjectStats:
+    n = int(labels.max())
+    index = labels.ravel()
+    pixels = np.bincount(index, minlength=n + 1)[1:].astype(np.float64)
+    safe = np.maximum(pixels, 1.0)
+    total = np.bincount(index, weights=blue.ravel(), minlength=n + 1)[1:]
+    ys, xs = np.indices(labels.shape)
+    centroid = np.stack([np.bincount(index, weights=ys.ravel(), minlength=n + 1)[1:] / safe,
+                         np.bincount(index, weights=xs.ravel(), minlength=n + 1)[1:] / safe], axis=1)
+    mean = total / safe
+    area = pixels / scale.nucleus_area
+    full = mean[area >= settings.min_nucleus_area]
+    reference = float(np.median(full)) if len(full) else float(np.median(mean)) if n else 1.0
+    return ObjectStats(area, mean / (reference or 1.0), centroid)
+
+
+def keep_nuclei(objects: np.ndarray, stats: ObjectStats, settings: ClassicSettings) -> np.ndarray:
+    """Drop debris: objects below `min_nucleus_area`, unless they are condensed mitotic chromatin."""
+    keep = (stats.area >= settings.min_nucleus_area) | (
+        stats.condensed(settings) & (stats.area >= settings.min_chromatin_area))
+    return np.where(np.concatenate([[False], keep])[objects], objects, 0).astype(np.int32)
+
+
+def split_nuclei(objects: np.ndarray, scale: Scale, settings: ClassicSettings) -> np.ndarray:
+    """Split touching nuclei at the saddles of their distance map (each object keeps >= 1 seed)."""
+    mask = objects > 0
+    if not mask.any():
+        return np.zeros(mask.shape, dtype=np.int32)
+    distance = cv2.distanceTransform(mask.astype(np.uint8), cv2.DIST_L2, 5)
+    distance = smooth(distance, 0.05 * scale.nucleus_px)
+    seeds, n_seeds = ndimage.label(h_maxima(distance, settings.split_depth * scale.nucleus_px) & mask)
+    seeded = np.zeros(int(objects.max()) + 1, dtype=bool)
+    seeded[objects[seeds > 0]] = True
+    unseeded = ~seeded[objects] & mask  # objects too thin for an h-maximum: one seed each
+    seeds = np.where(unseeded, objects + n_seeds, seeds)
+    return watershed(-distance, seeds, mask=mask).astype(np.int32)
+
+
+def pair_chromatin(nuclei: np.ndarray, stats: ObjectStats, scale: Scale, settings: ClassicSettings) -> np.ndarray:
+    """Give the two chromatin sets of an anaphase cell one label: mutual nearest condensed pieces."""
+    candidates = np.flatnonzero(stats.condensed(settings))
+    if len(candidates) < 2:
+        return nuclei
+    points = stats.centroid[candidates]
+    gaps = np.hypot(*(points[:, None, :] - points[None, :, :]).transpose(2, 0, 1))
+    np.fill_diagonal(gaps, np.inf)
+    nearest = gaps.argmin(axis=1)
+    lookup = np.arange(int(nuclei.max()) + 1, dtype=np.int32)
+    for i, j in enumerate(nearest):
+        close = gaps[i, j] <= settings.chromatin_pair_distance * scale.nucleus_px
+        if close and nearest[j] == i and i < j:
+            lookup[candidates[j] + 1] = candidates[i] + 1
+    return lookup[nuclei]
+
+
+def find_nuclei(blue: np.ndarray, scale: Scale, settings: ClassicSettings) -> np.ndarray:
+    """Labelled nuclei at the working resolution: thresholded, filtered, split, chromatin paired."""
+    objects = nucleus_objects(blue, scale, settings)
+    if objects.max() == 0:
+        return objects
+    objects = keep_nuclei(objects, object_stats(objects, blue, scale, settings), settings)
+    nuclei = split_nuclei(objects, scale, settings)
+    if nuclei.max() == 0:
+        return nuclei
+    return pair_chromatin(nuclei, object_stats(nuclei, blue, scale, settings), scale, settings)
+
+
+def cytoplasm_signal(planes: dict[str, np.ndarray], scale: Scale, settings: ClassicSettings) -> np.ndarray:
+    weights = {"red": settings.cyto_red, "yellow": settings.cyto_yellow, "blue": settings.cyto_blue}
+    total = sum(w for w in weights.values()) or 1.0
+    signal = sum(w * planes[name] for name, w in weights.items() if w) / total
+    return smooth(np.asarray(signal, dtype=np.float32), settings.cyto_sigma * scale.nucleus_px)
+
+
+def above_background(signal: np.ndarray, settings: ClassicSettings) -> tuple[np.ndarray, float | None]:
+    """The signal minus the background level, and the Otsu level of what remains.
+
+    Background = a low percentile of the signal (HPA images nearly always show some background).
+    Camera offsets and glow lift it well above 0, and cells fade into it at their edges, so the
+    foreground threshold is set between it and Otsu's level rather than as a fraction of Otsu's.
+    """
+    level = otsu_level(signal)
+    if level is None:
+        return np.zeros_like(signal), None
+    background = float(np.percentile(signal, settings.background_percentile))
+    return np.maximum(signal - background, 0.0), max(level - background, 0.0)
+
+
+def grow_cells(nuclei: np.ndarray, signal: np.ndarray, scale: Scale, settings: ClassicSettings) -> np.ndarray:
+    """Cells by a seeded watershed of the inverted signal inside the foreground."""
+    signal, level = above_background(signal, settings)
+    foreground = nuclei > 0
+    if level is not None:
+        foreground |= signal > level * settings.foreground_level
+    cells = watershed(-signal, nuclei, mask=foreground, compactness=settings.compactness)
+    cells = trim_dim_pixels(cells, signal, settings.cell_cut)
+    cells[nuclei > 0] = nuclei[nuclei > 0]
+    return keep_nucleus_pieces(cells, nuclei)
+
+
+def trim_dim_pixels(cells: np.ndarray, signal: np.ndarray, cut: float) -> np.ndarray:
+    """Remove, per cell, pixels dimmer than `cut` x the cell's median signal."""
+    n = int(cells.max())
+    if n == 0 or cut <= 0:
+        return cells
+    medians = np.asarray(ndimage.median(signal, cells, index=np.arange(1, n + 1)), dtype=np.float32)
+    limits = np.concatenate([[np.inf], cut * medians]).astype(np.float32)
+    out = cells.copy()
+    out[signal < limits[cells]] = 0
+    return out
+
+
+def keep_nucleus_pieces(cells: np.ndarray, nuclei: np.ndarray) -> np.ndarray:
+    """Keep only the connected piece of each cell that holds its nucleus (one piece per label)."""
+    pieces = measure.label(cells, background=0, connectivity=1)  # regions of one label each
+    holds_nucleus = np.zeros(int(pieces.max()) + 1, dtype=bool)
+    holds_nucleus[pieces[(nuclei > 0) & (cells == nuclei)]] = True
+    holds_nucleus[0] = False
+    return np.where(holds_nucleus[pieces], cells, 0).astype(np.int32)
+
+
+def drop_small_cells(cells: np.ndarray, min_area: float) -> np.ndarray:
+    n = int(cells.max())
+    if n == 0:
+        return cells
+    areas = np.bincount(cells.ravel(), minlength=n + 1)
+    keep = areas >= min_area
+    keep[0] = False
+    lookup = np.zeros(n + 1, dtype=np.int32)
+    lookup[keep] = np.arange(1, int(keep.sum()) + 1, dtype=np.int32)
+    return lookup[cells]
+
+
+def to_full_size(labels: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    if labels.shape == shape:
+        return labels.astype(np.int32, copy=False)
+    return cv2.resize(labels.astype(np.int32), shape[::-1], interpolation=cv2.INTER_NEAREST)
+
+
+def label_working(planes: dict[str, np.ndarray], scale: Scale, settings: ClassicSettings) -> LabelPair:
+    """Cells and nuclei at the working resolution."""
+    nuclei = find_nuclei(planes["blue"], scale, settings)
+    signal = cytoplasm_signal(planes, scale, settings)
+    cells = grow_cells(nuclei, signal, scale, settings)
+    cells = drop_small_cells(cells, settings.min_cell_area * scale.nucleus_area)
+    return cells, np.where(nuclei > 0, cells, 0).astype(np.int32)
+
+
+class ClassicBackend:
+    """Weight-free nuclei-seeded watershed (the default)."""
+
+    name = "classic"
+    channels = ("red", "yellow", "blue")
+
+    def __init__(self, settings: ClassicSettings = ClassicSettings()):
+        if settings.work_size < 32:
+            raise ValueError(f"segmentation.classic.work_size must be >= 32, got {settings.work_size}")
+        self.config = settings
+
+    @classmethod
+    def from_config(cls, cfg: SegmentationConfig) -> "ClassicBackend":
+        return cls(cfg.classic)
+
+    def settings(self) -> dict:
+        return asdict(self.config)
+
+    def label(self, channels: Channels) -> LabelPair:
+        shape = np.shape(channels["blue"])
+        scale = working_scale(shape, self.config)
+        planes = {name: to_working(channels[name], scale, self.config.percentile) for name in self.channels}
+        cells, nuclei = label_working(planes, scale, self.config)
+        return to_full_size(cells, shape), to_full_size(nuclei, shape)
+
+    def label_many(self, images: Sequence[Channels]) -> list[LabelPair]:
+        return [self.label(channels) for channels in images]
