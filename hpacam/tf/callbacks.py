@@ -80,7 +80,8 @@ class StopBeforeTimeLimit(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         self.epochs_run += 1
         elapsed = time.monotonic() - self.start
-        if elapsed + elapsed / self.epochs_run > self.limit_s:
+        last_epoch = epoch + 1 >= self.params.get("epochs", 0)
+        if not last_epoch and elapsed + elapsed / self.epochs_run > self.limit_s:
             log.warning("stopping after epoch %d: another epoch would pass the %.0f s time limit; "
                         "run the same command again to resume", epoch + 1, self.limit_s)
             self.stopped_early = True

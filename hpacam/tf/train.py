@@ -78,6 +78,9 @@ def backup_dir(cfg: ImgTrainConfig) -> str:
 
 def train(cfg: ImgTrainConfig) -> TrainResult:
     """Train (or resume) the run described by `cfg`; the best model is `{run_dir}/best.keras`."""
+    if storage.is_remote(cfg.run_dir):
+        raise ValueError(f"run_dir={cfg.run_dir!r}: the run folder must be local (it holds the log); "
+                         "set train.backup_dir=gs://... to keep the pre-emption backup in a bucket")
     run_dir = str(prepare_run_dir(cfg.run_dir, cfg))
     keras.utils.set_random_seed(cfg.seed)
     choice = select_strategy(cfg.strategy.tpu)
