@@ -1,0 +1,104 @@
+"""Self-describing checkpoints: everything needed to rebuild the model, or to resume exactly.
+
+A checkpoint is a dict of tensors and plain Python values only (no pickled classes, no numpy
+arrays), so it loads with `torch.load(..., weights_only=True)`, which cannot run code from the file:
+
+    format, version        "hpacam.cam", 1
+    arch                   create_model arguments: name, in_chans, output_stride, num_classes, mean, std, kwargs
+    classes, channels      the 19 class names and the input channel order
+    config                 the resolved training config as a dict
+    epoch, step            epoch the run is in, optimizer steps done
+    model                  state dict of the classifier (never of a DDP wrapper)
+    optimizer, scheduler, scaler, rng     training state for an exact resume
+    metric                 {"name", "value", "best"}, and "metrics": the last validation metrics
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from hpacam.cam.models import CamClassifier, create_model
+from hpacam.fileio import atomic_path
+
+FORMAT = "hpacam.cam"
+VERSION = 1
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file is missing, unreadable, or not an hpacam CAM checkpoint."""
+
+
+def capture_rng_state() -> dict[str, Any]:
+    """Python, numpy and torch (CPU and CUDA) generator states as tensors and plain values."""
+    numpy_state = np.random.get_state(legacy=False)
+    return {
+        "python": random.getstate(),
+        "numpy": {"bit_generator": numpy_state["bit_generator"],
+                  "key": torch.from_numpy(numpy_state["state"]["key"].astype(np.int64)),
+                  "pos": int(numpy_state["state"]["pos"]),
+                  "has_gauss": int(numpy_state["has_gauss"]), "gauss": float(numpy_state["gauss"])},
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+
+
+def restore_rng_state(state: dict[str, Any]) -> None:
+    python = state["python"]
+    random.setstate((python[0], tuple(python[1]), python[2]))
+    numpy_state = state["numpy"]
+    np.random.set_state({"bit_generator": numpy_state["bit_generator"],
+                         "state": {"key": numpy_state["key"].numpy().astype(np.uint32), "pos": numpy_state["pos"]},
+                         "has_gauss": numpy_state["has_gauss"], "gauss": numpy_state["gauss"]})
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(path: str | Path, checkpoint: dict[str, Any]) -> Path:
+    """Write atomically: a crash mid-write leaves the previous file intact."""
+    checkpoint = {"format": FORMAT, "version": VERSION, **checkpoint}
+    with atomic_path(path) as tmp:
+        torch.save(checkpoint, tmp)
+    return Path(path)
+
+
+def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load a checkpoint with `weights_only=True`; CheckpointError naming the file otherwise."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint not found")
+    try:
+        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # torch raises several types for truncated or foreign files
+        raise CheckpointError(f"{path}: unreadable checkpoint ({type(exc).__name__}: {exc})") from None
+    if not isinstance(checkpoint, dict) or checkpoint.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: not an hpacam CAM checkpoint (no format={FORMAT!r} entry)")
+    if checkpoint.get("version") != VERSION:
+        raise CheckpointError(f"{path}: checkpoint version {checkpoint.get('version')}; this code reads {VERSION}")
+    return checkpoint
+
+
+def model_from_checkpoint(checkpoint: dict[str, Any]) -> CamClassifier:
+    """Rebuild the classifier from the checkpoint's own description; no config or download needed."""
+    arch = dict(checkpoint["arch"])
+    kwargs = arch.pop("kwargs", {})
+    model = create_model(**arch, pretrained=False, **kwargs)
+    model.load_state_dict(checkpoint["model"])
+    return model
+
+
+def load_cam_model(path: str | Path, device: str | torch.device = "cpu") -> CamClassifier:
+    """The trained classifier of a checkpoint, on `device`, in eval mode (what inference uses).
+
+    The returned model also carries `class_names` and `channels` from the checkpoint.
+    """
+    checkpoint = read_checkpoint(path)
+    model = model_from_checkpoint(checkpoint)
+    model.class_names = list(checkpoint["classes"])
+    model.channels = list(checkpoint["channels"])
+    return model.to(device).eval()

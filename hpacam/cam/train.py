@@ -1,0 +1,534 @@
+"""The Puzzle-CAM training loop, readable in one sitting.
+
+    train(cfg) runs: data -> model -> optimizer/schedule -> [resume] -> epochs of
+    (optimizer steps of `accumulation` micro-batches) -> validation -> checkpoints + metrics.csv.
+
+One process trains on one CPU or GPU; `torchrun --nproc_per_node=N` starts N processes that
+train one model with DistributedDataParallel (each takes every N-th image of the epoch's order;
+rank 0 alone writes files). Positions are counted in optimizer steps, and every random choice
+is either seeded per (epoch, sample) or saved in the checkpoint, so a resumed run continues
+exactly where the stopped one was.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from hpacam.cam.checkpoint import capture_rng_state, read_checkpoint, restore_rng_state, save_checkpoint
+from hpacam.cam.config import OptimConfig, TrainCamConfig, check_config
+from hpacam.cam.data import CamDataset, ShardedSampler, describe, read_sources, shard_size, split_folds
+from hpacam.cam.metrics import classification_metrics
+from hpacam.cam.models import CamClassifier, create_model, parameter_groups
+from hpacam.cam.puzzle import PuzzleNet, alpha_at, classification_loss, puzzle_cam_loss
+from hpacam.classes import CLASS_NAMES
+from hpacam.config import to_dict
+from hpacam.fileio import atomic_path
+from hpacam.images import COLOR_MODES
+from hpacam.runs import prepare_run_dir
+
+log = logging.getLogger(__name__)
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN or infinite; training stopped before writing any checkpoint."""
+
+
+# ----------------------------------------------------------------------------- processes
+
+
+@dataclass
+class Processes:
+    """Where this process sits: rank among world_size, and the device it trains on."""
+
+    rank: int = 0
+    world_size: int = 1
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+
+def start_processes(device_name: str, backend: str) -> Processes:
+    """Join the torchrun process group when launched by torchrun; a single process otherwise."""
+    use_cuda = device_name == "cuda" or (device_name == "auto" and torch.cuda.is_available())
+    if device_name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("train.device=cuda but no CUDA device is available")
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size == 1:
+        return Processes(device=torch.device("cuda" if use_cuda else "cpu"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    device = torch.device(f"cuda:{local_rank}") if use_cuda else torch.device("cpu")
+    if use_cuda:
+        torch.cuda.set_device(device)
+    if backend == "auto":
+        backend = "nccl" if use_cuda else "gloo"
+    dist.init_process_group(backend=backend)
+    return Processes(rank=dist.get_rank(), world_size=dist.get_world_size(), device=device)
+
+
+def mean_over_processes(value: torch.Tensor, procs: Processes) -> float:
+    """The average of a scalar over all processes (so every rank sees a NaN on any rank)."""
+    value = value.detach().float().reshape(1)
+    if procs.distributed:
+        dist.all_reduce(value)
+        value /= procs.world_size
+    return float(value)
+
+
+# ----------------------------------------------------------------------------- optimizer and schedule
+
+
+def build_optimizer(model: CamClassifier, cfg: OptimConfig) -> torch.optim.Optimizer:
+    """SGD (Nesterov) or Adam over the four parameter groups, weight decay on weights only."""
+    groups = []
+    for index, (params, multiplier) in enumerate(zip(parameter_groups(model), cfg.lr_multipliers)):
+        if params:
+            decay = cfg.weight_decay if index % 2 == 0 else 0.0
+            groups.append({"params": params, "lr": cfg.lr * multiplier, "weight_decay": decay})
+    if cfg.name == "sgd":
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum,
+                               nesterov=cfg.nesterov and cfg.momentum > 0)
+    return torch.optim.Adam(groups, lr=cfg.lr)
+
+
+def lr_factor(step: int, total_steps: int, steps_per_epoch: int, cfg: OptimConfig) -> float:
+    """Multiplier of the base learning rates after `step` optimizer steps."""
+    progress = min(step / max(total_steps, 1), 1.0)
+    if cfg.schedule == "poly":
+        return (1.0 - progress) ** cfg.poly_power
+    if cfg.schedule == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
+    if cfg.schedule == "step":
+        return cfg.step_gamma ** (step // max(cfg.step_epochs * steps_per_epoch, 1))
+    return 1.0
+
+
+def build_scheduler(optimizer, total_steps: int, steps_per_epoch: int, cfg: OptimConfig):
+    def factor(step: int) -> float:
+        return lr_factor(step, total_steps, steps_per_epoch, cfg)
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+# ----------------------------------------------------------------------------- state and logs
+
+
+@dataclass
+class TrainState:
+    """Counters that go into every checkpoint."""
+
+    step: int = 0
+    best: float | None = None
+    amp_skipped: int = 0
+    last_metrics: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    step: int
+    last_checkpoint: Path | None
+    best_checkpoint: Path | None
+    best: float | None
+    metrics: dict[str, float]
+
+
+def is_better(value: float, best: float | None, metric: str) -> bool:
+    if value is None or math.isnan(value):
+        return False
+    if best is None:
+        return True
+    return value < best if metric == "val_loss" else value > best
+
+
+def write_metrics_csv(path: Path, rows: list[dict]) -> None:
+    with atomic_path(path) as tmp:
+        pd.DataFrame(rows).to_csv(tmp, index=False)
+
+
+def read_metrics_rows(path: Path, up_to_step: int) -> list[dict]:
+    """Rows of an earlier run's metrics.csv, dropping any written after the resumed checkpoint."""
+    if not path.is_file():
+        return []
+    frame = pd.read_csv(path)
+    return frame[frame["step"] <= up_to_step].to_dict("records")
+
+
+def open_tensorboard(run_dir: Path, enabled: bool):
+    if not enabled:
+        return None
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError as exc:
+        raise ValueError("train.tensorboard=true needs the `tensorboard` package "
+                           "(pip install tensorboard), or set train.tensorboard=false") from exc
+    return SummaryWriter(str(run_dir / "tensorboard"))
+
+
+# ----------------------------------------------------------------------------- checkpoints
+
+
+def checkpoint_payload(cfg: TrainCamConfig, model: CamClassifier, optimizer, scheduler, scaler,
+                       state: TrainState, steps_per_epoch: int) -> dict[str, Any]:
+    return {
+        "arch": model.arch,
+        "classes": list(CLASS_NAMES),
+        "channels": list(COLOR_MODES[cfg.data.mode]),
+        "config": to_dict(cfg),
+        "epoch": state.step // steps_per_epoch,  # epochs completed
+        "step": state.step,
+        "steps_per_epoch": steps_per_epoch,
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "scaler": scaler.state_dict(),
+        "rng": capture_rng_state(),
+        "metric": {"name": cfg.train.best_metric, "value": state.last_metrics.get(cfg.train.best_metric),
+                   "best": state.best},
+        "metrics": dict(state.last_metrics),
+        "amp_skipped": state.amp_skipped,
+        "torch_version": str(torch.__version__),
+    }
+
+
+def resume_path(cfg: TrainCamConfig) -> Path | None:
+    if cfg.train.resume is None:
+        return None
+    if cfg.train.resume == "auto":
+        path = Path(cfg.run_dir) / "last.pt"
+        return path if path.is_file() else None
+    return Path(cfg.train.resume)
+
+
+def restore(path: Path, model, optimizer, scheduler, scaler, steps_per_epoch: int) -> TrainState:
+    checkpoint = read_checkpoint(path)
+    if checkpoint["arch"] != model.arch:
+        raise ValueError(f"{path}: checkpoint architecture {checkpoint['arch']} differs from the "
+                         f"configured one {model.arch}")
+    if checkpoint["steps_per_epoch"] != steps_per_epoch:
+        log.warning("%s: trained with %d steps per epoch, this config gives %d; the resume is not exact",
+                    path, checkpoint["steps_per_epoch"], steps_per_epoch)
+    model.load_state_dict(checkpoint["model"])
+    optimizer.load_state_dict(checkpoint["optimizer"])
+    scheduler.load_state_dict(checkpoint["scheduler"])
+    scaler.load_state_dict(checkpoint["scaler"])
+    restore_rng_state(checkpoint["rng"])
+    log.info("resumed from %s at step %d (epoch %d)", path, checkpoint["step"], checkpoint["epoch"])
+    return TrainState(step=checkpoint["step"], best=checkpoint["metric"]["best"],
+                      amp_skipped=checkpoint.get("amp_skipped", 0), last_metrics=dict(checkpoint["metrics"]))
+
+
+# ----------------------------------------------------------------------------- one epoch
+
+
+@dataclass
+class StepContext:
+    """Everything a training step needs, bundled so the epoch loop stays short."""
+
+    cfg: TrainCamConfig
+    procs: Processes
+    net: torch.nn.Module  # PuzzleNet, possibly wrapped in DDP
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    scaler: torch.amp.GradScaler
+    state: TrainState
+    total_steps: int
+    tensorboard: Any = None
+
+    def autocast(self):
+        device = self.procs.device.type
+        dtype = torch.float16 if device == "cuda" else torch.bfloat16
+        return torch.autocast(device_type=device, dtype=dtype, enabled=self.cfg.train.amp)
+
+    def to_device(self, images: torch.Tensor, targets: torch.Tensor):
+        memory_format = torch.channels_last if self.cfg.train.channels_last else torch.contiguous_format
+        images = images.to(self.procs.device, non_blocking=True).contiguous(memory_format=memory_format)
+        return images, targets.to(self.procs.device, non_blocking=True)
+
+
+def micro_step(ctx: StepContext, images, targets, sync: bool) -> dict[str, float]:
+    """Forward, loss and backward of one micro-batch; gradients are all-reduced only if `sync`."""
+    no_sync = ctx.net.no_sync if isinstance(ctx.net, DistributedDataParallel) and not sync else contextlib.nullcontext
+    with no_sync():
+        with ctx.autocast():
+            outputs = ctx.net(images)
+        alpha = alpha_at(ctx.state.step, ctx.total_steps, ctx.cfg.loss)
+        loss, terms = puzzle_cam_loss(outputs, targets, ctx.cfg.loss, alpha)
+        terms["loss"] = mean_over_processes(loss, ctx.procs)
+        if not math.isfinite(terms["loss"]):
+            raise NonFiniteLossError(
+                f"loss is {terms['loss']} at step {ctx.state.step} (terms {terms}); training stopped and "
+                f"the last good checkpoint in {ctx.cfg.run_dir} was kept. Lower optim.lr, or set train.amp=false")
+        ctx.scaler.scale(loss / ctx.cfg.train.accumulation).backward()
+    return terms
+
+
+def optimizer_step(ctx: StepContext) -> None:
+    """Clip, step (unless the fp16 scaler found inf gradients), update the schedule, zero grads."""
+    if ctx.cfg.optim.grad_clip > 0:
+        ctx.scaler.unscale_(ctx.optimizer)
+        torch.nn.utils.clip_grad_norm_(ctx.net.parameters(), ctx.cfg.optim.grad_clip)
+    scale_before = ctx.scaler.get_scale() if ctx.scaler.is_enabled() else None
+    ctx.scaler.step(ctx.optimizer)
+    ctx.scaler.update()
+    if scale_before is not None and ctx.scaler.get_scale() < scale_before:
+        ctx.state.amp_skipped += 1
+        log.warning("AMP: inf/NaN gradients at step %d, optimizer step skipped (%d so far)",
+                    ctx.state.step, ctx.state.amp_skipped)
+    ctx.scheduler.step()
+    ctx.optimizer.zero_grad(set_to_none=True)
+    ctx.state.step += 1
+
+
+def train_epoch(ctx: StepContext, loader: DataLoader, epoch: int, stop_at: int) -> dict[str, float]:
+    """Optimizer steps until the epoch ends or `stop_at` steps are done -> mean loss terms."""
+    accumulation = ctx.cfg.train.accumulation
+    sums: dict[str, float] = {}
+    count = 0
+    bar = tqdm(loader, desc=f"epoch {epoch}", disable=not (ctx.procs.is_main and ctx.cfg.train.progress),
+               leave=False, dynamic_ncols=True)
+    ctx.net.train()
+    for micro, (images, targets, _) in enumerate(bar):
+        images, targets = ctx.to_device(images, targets)
+        sync = (micro + 1) % accumulation == 0
+        terms = micro_step(ctx, images, targets, sync)
+        for name, value in terms.items():
+            sums[name] = sums.get(name, 0.0) + value
+        count += 1
+        if not sync:
+            continue
+        optimizer_step(ctx)
+        lr = ctx.optimizer.param_groups[0]["lr"]
+        bar.set_postfix(loss=f"{terms['loss']:.4f}", lr=f"{lr:.2e}", step=ctx.state.step)
+        log_step(ctx, terms, lr)
+        if ctx.state.step >= stop_at:
+            break
+    return {name: value / max(count, 1) for name, value in sums.items()}
+
+
+def log_step(ctx: StepContext, terms: dict[str, float], lr: float) -> None:
+    step = ctx.state.step
+    if ctx.procs.is_main and ctx.cfg.train.log_every > 0 and step % ctx.cfg.train.log_every == 0:
+        detail = " ".join(f"{k}={v:.4f}" for k, v in terms.items())
+        log.info("step %d/%d lr=%.3e %s", step, ctx.total_steps, lr, detail)
+    if ctx.tensorboard is not None and ctx.procs.is_main:
+        for name, value in terms.items():
+            ctx.tensorboard.add_scalar(f"train/{name}", value, step)
+        ctx.tensorboard.add_scalar("train/lr", lr, step)
+
+
+# ----------------------------------------------------------------------------- validation
+
+
+@torch.no_grad()
+def validate(ctx: StepContext, model: CamClassifier, loader: DataLoader) -> dict[str, float]:
+    """Image-level metrics on the validation fold, gathered from every process."""
+    if ctx.procs.distributed:  # evaluate rank 0's batch-norm statistics everywhere
+        for buffer in model.buffers():
+            dist.broadcast(buffer, src=0)
+    model.eval()
+    indices, probs, targets, losses = [], [], [], []
+    bar = tqdm(loader, desc="validate", disable=not (ctx.procs.is_main and ctx.cfg.train.progress), leave=False)
+    for images, target, index in bar:
+        images, target = ctx.to_device(images, target)
+        with ctx.autocast():
+            logits = model(images)
+        losses.append(float(classification_loss(logits, target, ctx.cfg.loss)) * len(index))
+        indices.append(index.numpy())
+        probs.append(torch.sigmoid(logits.float()).cpu().numpy())
+        targets.append(target.cpu().numpy())
+    local = (np.concatenate(indices), np.concatenate(probs), np.concatenate(targets), sum(losses))
+    if ctx.procs.distributed:
+        gathered = [None] * ctx.procs.world_size
+        dist.all_gather_object(gathered, local)
+    else:
+        gathered = [local]
+    index = np.concatenate([g[0] for g in gathered])
+    order = np.argsort(index)
+    prob = np.concatenate([g[1] for g in gathered])[order]
+    target = np.concatenate([g[2] for g in gathered])[order]
+    metrics = classification_metrics(prob, target, ctx.cfg.train.thresholds)
+    metrics["val_loss"] = sum(g[3] for g in gathered) / max(len(index), 1)
+    return metrics
+
+
+# ----------------------------------------------------------------------------- the run
+
+
+def make_loader(dataset: CamDataset, sampler: ShardedSampler, batch_size: int, cfg: TrainCamConfig,
+                procs: Processes) -> DataLoader:
+    # The loader's own generator keeps it from drawing on the global torch RNG, which the
+    # checkpoint saves: creating an iterator must not shift what a resumed run would see.
+    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=cfg.data.num_workers,
+                      pin_memory=procs.device.type == "cuda", drop_last=False,
+                      generator=torch.Generator().manual_seed(cfg.train.seed))
+
+
+def seed_everything(seed: int) -> None:
+    import random
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def train(cfg: TrainCamConfig) -> TrainResult:
+    """Train a CAM classifier as `cfg` says; returns where the checkpoints are and the last metrics."""
+    check_config(cfg)
+    procs = start_processes(cfg.train.device, cfg.train.dist_backend)
+    try:
+        return run_training(cfg, procs)
+    except Exception as exc:
+        if procs.is_main:
+            log.error("training stopped: %s", exc)  # the run folder's log.txt keeps the cause
+        raise
+    finally:
+        close_run_log(Path(cfg.run_dir) / "log.txt")
+        if procs.distributed:
+            dist.destroy_process_group()
+
+
+def close_run_log(log_file: Path) -> None:
+    """Detach this run's log file, so a later run in the same process does not write into it."""
+    root = logging.getLogger()
+    target = str(log_file.resolve())
+    for handler in list(root.handlers):
+        if getattr(handler, "baseFilename", None) == target:
+            root.removeHandler(handler)
+            handler.close()
+
+
+def run_training(cfg: TrainCamConfig, procs: Processes) -> TrainResult:
+    run_dir = Path(cfg.run_dir)
+    if procs.is_main:
+        prepare_run_dir(run_dir, cfg)
+        log.info("training on %s x %d process(es), run folder %s", procs.device, procs.world_size, run_dir)
+    seed_everything(cfg.train.seed)
+
+    images = read_sources(cfg.data)
+    train_images, val_images = split_folds(images, cfg.data)
+    if procs.is_main:
+        log.info("train: %s", describe(train_images))
+        log.info("validation: %s", describe(val_images) if val_images is not None else "none (data.fold=-1)")
+
+    model = create_model(cfg.model.name, pretrained=cfg.model.pretrained,
+                         in_chans=len(COLOR_MODES[cfg.data.mode]), output_stride=cfg.model.output_stride,
+                         pretrained_path=cfg.model.pretrained_path, mean=cfg.model.mean, std=cfg.model.std,
+                         **cfg.model.kwargs).to(procs.device)
+    if cfg.train.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    net = PuzzleNet(model, cfg.loss.num_pieces, puzzle=cfg.loss.mode == "puzzle")
+    if procs.distributed:
+        device_ids = [procs.device.index] if procs.device.type == "cuda" else None
+        net = DistributedDataParallel(net, device_ids=device_ids)
+
+    batch, accumulation = cfg.train.batch_size, cfg.train.accumulation
+    steps_per_epoch = shard_size(len(train_images), procs.world_size) // (batch * accumulation)
+    if steps_per_epoch == 0:
+        raise ValueError(f"{len(train_images)} training images over {procs.world_size} process(es) are fewer "
+                         f"than one optimizer step (batch_size {batch} x accumulation {accumulation})")
+    total_steps = cfg.train.epochs * steps_per_epoch
+    optimizer = build_optimizer(model, cfg.optim)
+    scheduler = build_scheduler(optimizer, total_steps, steps_per_epoch, cfg.optim)
+    scaler = torch.amp.GradScaler("cuda", enabled=cfg.train.amp and procs.device.type == "cuda")
+
+    state = TrainState()
+    checkpoint_path = resume_path(cfg)
+    if checkpoint_path is not None:
+        state = restore(checkpoint_path, model, optimizer, scheduler, scaler, steps_per_epoch)
+    elif procs.is_main and (run_dir / "last.pt").is_file():
+        log.warning("%s already holds last.pt; this fresh run overwrites it after its first epoch "
+                    "(train.resume=auto continues it instead)", run_dir)
+    ctx = StepContext(cfg, procs, net, optimizer, scheduler, scaler, state, total_steps,
+                      open_tensorboard(run_dir, cfg.train.tensorboard and procs.is_main))
+
+    train_set = CamDataset(train_images, cfg.data.image_size, cfg.data.mode, cfg.augment, cfg.train.seed)
+    train_sampler = ShardedSampler(len(train_images), True, cfg.train.seed, procs.rank, procs.world_size)
+    train_loader = make_loader(train_set, train_sampler, batch, cfg, procs)
+    val_loader = None
+    if val_images is not None:
+        val_set = CamDataset(val_images, cfg.data.image_size, cfg.data.mode)
+        val_sampler = ShardedSampler(len(val_images), False, 0, procs.rank, procs.world_size, pad=False)
+        val_loader = make_loader(val_set, val_sampler, cfg.data.val_batch_size or 2 * batch, cfg, procs)
+
+    rows = read_metrics_rows(run_dir / "metrics.csv", state.step) if checkpoint_path else []
+    stop_at = min(cfg.train.stop_after_steps or total_steps, total_steps)
+    paths = {"last": run_dir / "last.pt", "best": run_dir / "best.pt"}
+    wrote_best = (paths["best"].is_file() and checkpoint_path is not None)
+    log.info("%d steps per epoch, %d in all; starting at step %d", steps_per_epoch, total_steps, state.step)
+
+    while state.step < stop_at:
+        epoch, done_in_epoch = divmod(state.step, steps_per_epoch)
+        started = time.time()
+        train_set.set_epoch(epoch)
+        train_sampler.set_epoch(epoch, skip=done_in_epoch * batch * accumulation,
+                                limit=steps_per_epoch * batch * accumulation)
+        train_terms = train_epoch(ctx, train_loader, epoch, stop_at)
+        epoch_finished = state.step % steps_per_epoch == 0
+        if epoch_finished and val_loader is not None:
+            state.last_metrics = validate(ctx, model, val_loader)
+        elif epoch_finished:
+            state.last_metrics = {}
+        if procs.is_main:
+            improved = epoch_finished and is_better(state.last_metrics.get(cfg.train.best_metric),
+                                                   state.best, cfg.train.best_metric)
+            if improved:
+                state.best = state.last_metrics[cfg.train.best_metric]
+            payload = checkpoint_payload(cfg, model, optimizer, scheduler, scaler, state, steps_per_epoch)
+            save_checkpoint(paths["last"], payload)
+            if improved:
+                save_checkpoint(paths["best"], payload)
+                wrote_best = True
+            row = epoch_row(epoch, state, optimizer, train_terms, time.time() - started, epoch_finished)
+            rows.append(row)
+            write_metrics_csv(run_dir / "metrics.csv", rows)
+            log_epoch(row, ctx.tensorboard)
+        if procs.distributed:
+            dist.barrier()  # nobody starts the next epoch (or exits) before the files exist
+
+    if ctx.tensorboard is not None:
+        ctx.tensorboard.close()
+    return TrainResult(run_dir, state.step, paths["last"] if procs.is_main else None,
+                       paths["best"] if procs.is_main and wrote_best else None, state.best,
+                       dict(state.last_metrics))
+
+
+def epoch_row(epoch: int, state: TrainState, optimizer, train_terms: dict, seconds: float,
+              finished: bool) -> dict[str, Any]:
+    row = {"epoch": epoch, "step": state.step, "finished": finished, "lr": optimizer.param_groups[0]["lr"],
+           **{f"train_{k}": v for k, v in train_terms.items()}, "amp_skipped": state.amp_skipped,
+           "seconds": round(seconds, 2)}
+    if finished:
+        row.update({k: v for k, v in state.last_metrics.items() if not k.startswith("auc_")})
+    return row
+
+
+def log_epoch(row: dict[str, Any], tensorboard) -> None:
+    shown = {k: v for k, v in row.items() if k in ("train_loss", "val_loss", "macro_auc", "amp_skipped")
+             or k.startswith("macro_f1")}
+    log.info("epoch %d (step %d%s): %s", row["epoch"], row["step"], "" if row["finished"] else ", stopped mid-epoch",
+             " ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in shown.items()))
+    if tensorboard is not None:
+        for key, value in row.items():
+            if isinstance(value, float) and key not in ("lr",):
+                tensorboard.add_scalar(f"epoch/{key}", value, row["step"])
