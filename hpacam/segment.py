@@ -16,6 +16,7 @@ import argparse
 import csv
 import io
 import logging
+import multiprocessing
 import os
 import sys
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -103,7 +104,10 @@ def _work(image_id: str) -> Outcome:
 
 
 def in_processes(cfg: SegmentationConfig, job: Job, image_ids: Sequence[str], workers: int) -> Iterator[Outcome]:
-    with ProcessPoolExecutor(max_workers=workers, initializer=_init_worker, initargs=(cfg, job)) as pool:
+    # spawn, not fork: a forked child inherits OpenCV's and OpenMP's thread pools half-locked
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_init_worker,
+                             initargs=(cfg, job)) as pool:
         futures = {pool.submit(_work, image_id): image_id for image_id in image_ids}
         for future in as_completed(futures):
             try:

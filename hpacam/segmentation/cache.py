@@ -11,8 +11,9 @@ Segmentation is the slowest weight-free step every later stage needs, so its res
   held in memory, their decoded arrays with dtype and shape), so an edited image never meets
   its old mask either;
 - each entry holds the cells and nuclei (uint16 when they fit), the border flags and a JSON
-  header repeating its own key; it is written atomically (temp file + rename);
-- a corrupt or inconsistent entry (bad zip, CRC error, missing array, wrong key, shape or
+  header repeating its own key and a checksum of the arrays; it is written atomically (temp
+  file + rename);
+- a corrupt or inconsistent entry (bad zip, bad checksum, missing array, wrong key, shape or
   cell count) is logged, ignored and recomputed, never trusted.
 
 Each settings folder also holds `settings.json`, so a person can tell what made it.
@@ -128,18 +129,25 @@ def _label_dtype(labels: np.ndarray) -> np.dtype:
     return np.dtype(np.uint16) if labels.size == 0 or int(labels.max()) <= np.iinfo(np.uint16).max else np.dtype(np.int32)
 
 
+def _arrays_digest(arrays: Mapping[str, np.ndarray]) -> str:
+    """Checksum of the stored arrays: zip's own CRC is not always checked when numpy reads."""
+    digest = _digest()
+    for name in ("cells", "nuclei", *FIELDS):
+        array = np.ascontiguousarray(arrays[name])
+        digest.update(f"{name}\0{array.dtype.str}\0{array.shape}\0".encode())
+        digest.update(memoryview(array).cast("B"))
+    return digest.hexdigest()
+
+
 def _encode_entry(key: CacheKey, segmentation: Segmentation, image_id: str | None) -> bytes:
-    header = {"key": str(key), "backend": segmentation.backend, "shape": list(segmentation.shape),
-              "n_cells": segmentation.n_cells, "image_id": image_id, "code_version": CODE_VERSION}
     dtype = _label_dtype(segmentation.cells)
+    arrays = {"cells": segmentation.cells.astype(dtype), "nuclei": segmentation.nuclei.astype(dtype),
+              **segmentation.border.as_arrays()}
+    header = {"key": str(key), "backend": segmentation.backend, "shape": list(segmentation.shape),
+              "n_cells": segmentation.n_cells, "image_id": image_id, "code_version": CODE_VERSION,
+              "digest": _arrays_digest(arrays)}
     buffer = io.BytesIO()
-    np.savez_compressed(
-        buffer,
-        header=np.array(json.dumps(header)),
-        cells=segmentation.cells.astype(dtype),
-        nuclei=segmentation.nuclei.astype(dtype),
-        **segmentation.border.as_arrays(),
-    )
+    np.savez_compressed(buffer, header=np.array(json.dumps(header)), **arrays)
     return buffer.getvalue()
 
 
@@ -147,6 +155,8 @@ def _read_entry(path: Path, key: CacheKey, shape: tuple[int, int] | None) -> Seg
     with np.load(path, allow_pickle=False) as data:
         arrays = {name: data[name] for name in ("header", "cells", "nuclei", *FIELDS)}
     header = json.loads(str(arrays["header"]))
+    if header.get("digest") != _arrays_digest(arrays):
+        raise ValueError("checksum mismatch")
     cells = arrays["cells"].astype(np.int32)
     nuclei = arrays["nuclei"].astype(np.int32)
     border = BorderFlags.from_arrays(arrays)

@@ -134,10 +134,15 @@ class HpaBackend:
 
     def __init__(self, settings: HpaSettings, segmentator_factory: Callable[[], Any] | None = None,
                  label_cell: Callable[[np.ndarray, np.ndarray], tuple] | None = None):
-        """`segmentator_factory` / `label_cell` replace the real package (for tests)."""
+        """Checks settings and the package at once; the models load on the first image.
+
+        `segmentator_factory` and `label_cell` replace the real package (for tests).
+        """
         self.config = settings
         self.channels = ("red", "yellow", "blue") if settings.multi_channel_model else ("red", "blue")
         self._weights = check_settings(settings)
+        if label_cell is None:
+            label_cell = import_hpacellseg()[1].label_cell  # fail fast, before any image is read
         self._factory = segmentator_factory or self._load_segmentator
         self._label_cell = label_cell
         self._segmentator: Any = None
@@ -156,8 +161,7 @@ class HpaBackend:
                 "multi_channel_model": self.config.multi_channel_model}
 
     def _load_segmentator(self) -> Any:
-        cellsegmentator, utils = import_hpacellseg()
-        self._label_cell = self._label_cell or utils.label_cell
+        cellsegmentator, _ = import_hpacellseg()
         nuclei_path, cell_path = self._weights
         return cellsegmentator.CellSegmentator(
             nuclei_model=load_trusted_model(nuclei_path, self.config.device),
@@ -169,8 +173,6 @@ class HpaBackend:
     def segmentator(self) -> Any:
         if self._segmentator is None:
             self._segmentator = self._factory()
-        if self._label_cell is None:
-            self._label_cell = import_hpacellseg()[1].label_cell
         return self._segmentator
 
     def label(self, channels: Channels) -> LabelPair:

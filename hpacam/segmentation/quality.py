@@ -9,11 +9,11 @@ Definitions (T = truth cell, P = predicted cell, both from label images with 0 =
   the assignment is then the plain list of qualifying pairs; it stays correct below 0.5.
 - recall = matched / truth cells (the figure the metric depends on); precision = matched /
   predicted cells; mean IoU is over the matched pairs.
-- split: a truth cell that holds at least half of each of two or more predicted cells
-  (|T & P| >= 0.5 |P| for several P). A predicted cell lies mostly in at most one truth cell,
-  so crumbs never count twice.
-- merge: a predicted cell that holds at least half of each of two or more truth cells
-  (|T & P| >= 0.5 |T| for several T).
+- split: a truth cell T holding at least half of each of two or more predicted cells that each
+  cover at least a tenth of T (|T & P| >= 0.5 |P| and >= 0.1 |T|). A predicted cell lies mostly
+  in at most one truth cell, so no piece counts twice, and crumbs at an edge are not splits.
+- merge: the same with the roles swapped: a predicted cell P holding at least half of each of
+  two or more truth cells that each cover at least a tenth of P.
 - missed: truth cells with no predicted pixel over half of them or more.
 """
 
@@ -31,7 +31,8 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 
 IOU_THRESHOLD = 0.6
-MOSTLY = 0.5
+MOSTLY = 0.5  # "lies mostly in": at least this share of a cell's pixels
+PIECE = 0.1  # a piece of a split or merge covers at least this share of the other cell
 
 
 @dataclass(frozen=True)
@@ -86,18 +87,18 @@ def match_labels(truth: np.ndarray, pred: np.ndarray, threshold: float = IOU_THR
     pred_area = table[:, 1:].sum(axis=0)
     present_truth, present_pred = truth_area > 0, pred_area > 0
     pairs = one_to_one(iou_matrix(table), threshold)
-    pred_mostly_in = inter >= MOSTLY * pred_area[None, :]  # (truth, pred)
-    truth_mostly_in = inter >= MOSTLY * truth_area[:, None]
-    pred_mostly_in &= inter > 0
-    truth_mostly_in &= inter > 0
+    overlap = inter > 0
+    pred_piece_of_truth = overlap & (inter >= MOSTLY * pred_area[None, :]) & (inter >= PIECE * truth_area[:, None])
+    truth_piece_of_pred = overlap & (inter >= MOSTLY * truth_area[:, None]) & (inter >= PIECE * pred_area[None, :])
+    truth_mostly_covered = overlap & (inter >= MOSTLY * truth_area[:, None])
     return ImageMatch(
         n_truth=int(present_truth.sum()),
         n_pred=int(present_pred.sum()),
         matched=len(pairs),
         iou_sum=float(sum(p[2] for p in pairs)),
-        splits=int((pred_mostly_in.sum(axis=1) >= 2).sum()),
-        merges=int((truth_mostly_in.sum(axis=0) >= 2).sum()),
-        missed=int((present_truth & ~truth_mostly_in.any(axis=1)).sum()),
+        splits=int((pred_piece_of_truth.sum(axis=1) >= 2).sum()),
+        merges=int((truth_piece_of_pred.sum(axis=0) >= 2).sum()),
+        missed=int((present_truth & ~truth_mostly_covered.any(axis=1)).sum()),
         matched_pairs=tuple((r + 1, c + 1, iou) for r, c, iou in pairs),
     )
 
