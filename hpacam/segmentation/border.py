@@ -72,10 +72,16 @@ def edge_pixels(labels: np.ndarray) -> np.ndarray:
     return np.concatenate([labels[0, :], labels[-1, :], labels[:, 0], labels[:, -1]])
 
 
-def border_flags(cells: np.ndarray, settings: BorderSettings = BorderSettings()) -> BorderFlags:
-    """Measure every cell of a label image (ids 1..N, 0 = background) against the image edge."""
-    n_cells = int(cells.max()) if cells.size else 0
-    area = np.bincount(cells.ravel(), minlength=n_cells + 1)[1:].astype(np.int64)
+def border_flags(cells: np.ndarray, settings: BorderSettings = BorderSettings(),
+                 areas: np.ndarray | None = None) -> BorderFlags:
+    """Measure every cell of a label image (ids 1..N, 0 = background) against the image edge.
+
+    `areas` (pixels of cells 1..N), when the caller has them, saves a pass over the image.
+    """
+    if areas is None:
+        areas = np.bincount(cells.ravel())[1:] if cells.size else np.zeros(0, np.int64)
+    area = np.asarray(areas, dtype=np.int64)
+    n_cells = len(area)
     contact = np.bincount(edge_pixels(cells).ravel(), minlength=n_cells + 1)[1:n_cells + 1].astype(np.int64)
     diameter = 2.0 * np.sqrt(area / np.pi)
     ratio = np.divide(contact, diameter, out=np.zeros(n_cells), where=diameter > 0)

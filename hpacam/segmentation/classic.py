@@ -59,10 +59,17 @@ def working_scale(shape: tuple[int, int], settings: ClassicSettings) -> Scale:
 
 
 def to_working(channel: np.ndarray, scale: Scale, percentile: float) -> np.ndarray:
-    """Area-resize one channel and divide it by its percentile (0 stays 0 for a blank channel)."""
-    plane = np.asarray(channel, dtype=np.float32)
+    """Area-resize one channel and divide it by its percentile (0 stays 0 for a blank channel).
+
+    8- and 16-bit channels are resized as they are (no full-size float copy: that conversion
+    alone would cost more than the rest at 4096 px); the working image is float32.
+    """
+    plane = np.asarray(channel)
+    if plane.dtype not in (np.uint8, np.uint16, np.float32):
+        plane = plane.astype(np.float32)
     if plane.shape != scale.work_shape:
         plane = cv2.resize(plane, scale.work_shape[::-1], interpolation=cv2.INTER_AREA)
+    plane = plane.astype(np.float32)
     top = float(np.percentile(plane, percentile))
     return plane / top if top > 0 else np.zeros_like(plane)
 
@@ -126,6 +133,24 @@ def keep_nuclei(objects: np.ndarray, stats: ObjectStats, settings: ClassicSettin
     return np.where(np.concatenate([[False], keep])[objects], objects, 0).astype(np.int32)
 
 
+def object_maxima(distance: np.ndarray, objects: np.ndarray, depth: float) -> np.ndarray:
+    """h-maxima of the distance map, computed object by object on its bounding box.
+
+    The same result as one call on the whole image (objects do not interact), at a fraction of
+    the cost: the grey reconstruction behind `h_maxima` sorts every pixel it is given, and
+    nuclei cover a small part of the image.
+    """
+    maxima = np.zeros(objects.shape, dtype=bool)
+    for index, box in enumerate(ndimage.find_objects(objects), start=1):
+        if box is None:
+            continue
+        own = objects[box] == index
+        crop = np.where(own, distance[box], 0.0)
+        padded = np.pad(crop, 1)  # a frame of 0 so a maximum on the box edge is still regional
+        maxima[box] |= h_maxima(padded, depth)[1:-1, 1:-1].astype(bool) & own
+    return maxima
+
+
 def split_nuclei(objects: np.ndarray, scale: Scale, settings: ClassicSettings) -> np.ndarray:
     """Split touching nuclei at the saddles of their distance map (each object keeps >= 1 seed)."""
     mask = objects > 0
@@ -133,7 +158,7 @@ def split_nuclei(objects: np.ndarray, scale: Scale, settings: ClassicSettings) -
         return np.zeros(mask.shape, dtype=np.int32)
     distance = cv2.distanceTransform(mask.astype(np.uint8), cv2.DIST_L2, 5)
     distance = smooth(distance, 0.05 * scale.nucleus_px)
-    seeds, n_seeds = ndimage.label(h_maxima(distance, settings.split_depth * scale.nucleus_px) & mask)
+    seeds, n_seeds = ndimage.label(object_maxima(distance, objects, settings.split_depth * scale.nucleus_px))
     seeded = np.zeros(int(objects.max()) + 1, dtype=bool)
     seeded[objects[seeds > 0]] = True
     unseeded = ~seeded[objects] & mask  # objects too thin for an h-maximum: one seed each

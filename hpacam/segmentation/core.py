@@ -117,24 +117,29 @@ def finish(cells: np.ndarray, nuclei: np.ndarray, cfg: SegmentationConfig, backe
     """Check a backend's labels, make them consecutive, tie nuclei to cells, add border flags."""
     if cells.shape != nuclei.shape or cells.ndim != 2:
         raise SegmentationError(f"{backend}: cells {cells.shape} and nuclei {nuclei.shape} must be one 2-D shape")
-    cells = consecutive_labels(np.asarray(cells).astype(np.int32, copy=False))
+    cells = np.asarray(cells).astype(np.int32, copy=False)
+    if cells.size and cells.min() < 0:
+        raise SegmentationError(f"{backend}: label images must not hold negative labels")
+    areas = np.bincount(cells.ravel())  # one pass over the full-size image, shared below
+    cells, areas = consecutive_labels(cells, areas)
     nuclei = np.where(np.asarray(nuclei) > 0, cells, 0).astype(np.int32, copy=False)
-    return Segmentation(cells=cells, nuclei=nuclei, border=border_flags(cells, cfg.border), backend=backend)
+    flags = border_flags(cells, cfg.border, areas=areas[1:])
+    return Segmentation(cells=cells, nuclei=nuclei, border=flags, backend=backend)
 
 
-def consecutive_labels(labels: np.ndarray) -> np.ndarray:
-    """Relabel to 1..N in the order of the old labels (a no-op when already consecutive)."""
-    if labels.size == 0:
-        return labels
-    if labels.min() < 0:
-        raise SegmentationError("label images must not hold negative labels")
-    present = np.bincount(labels.ravel()) > 0
+def consecutive_labels(labels: np.ndarray, areas: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Relabel to 1..N in the order of the old labels (a no-op when already consecutive).
+
+    `areas` is `np.bincount(labels.ravel())`; the areas of the new labels are returned with them.
+    """
+    present = areas > 0
+    present[0] = True
+    if present.all():
+        return labels, areas
     present[0] = False
-    if present[1:].all():
-        return labels
     lookup = np.zeros(len(present), dtype=np.int32)
     lookup[present] = np.arange(1, int(present.sum()) + 1, dtype=np.int32)
-    return lookup[labels]
+    return lookup[labels], np.concatenate([[areas[0]], areas[present]])
 
 
 def segment(image: Channels | np.ndarray, cfg: SegmentationConfig = SegmentationConfig(),
