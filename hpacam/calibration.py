@@ -24,7 +24,13 @@ import numpy as np
 from hpacam.fileio import atomic_path
 
 FORMAT_VERSION = 1
-FEATURES = ("sum", "mean", "area", "border", "image_prob", "class")
+# Columns of the tidy per-cell CSV written by extract_intensities.py (one row per image, cell,
+# model and class), and the regressor feature each column provides.
+INTENSITY_COLUMNS = ("image", "cell", "model", "class", "intensity_sum", "intensity_mean", "image_prob",
+                     "area", "border", "target")
+FEATURE_COLUMNS = {"sum": "intensity_sum", "mean": "intensity_mean", "area": "area", "border": "border",
+                   "image_prob": "image_prob", "class": "class"}
+FEATURES = tuple(FEATURE_COLUMNS)
 
 
 # ----------------------------------------------------------------------------- per-image sigmoid
@@ -165,9 +171,7 @@ def fit_regressor(features: np.ndarray, target: np.ndarray, cfg: RegressorConfig
     from sklearn.ensemble import GradientBoostingRegressor, HistGradientBoostingRegressor
     from sklearn.preprocessing import StandardScaler
 
-    unknown = sorted(set(cfg.features) - set(FEATURES))
-    if unknown:
-        raise ValueError(f"unknown regressor features {unknown}; choose from {list(FEATURES)}")
+    _check_features(cfg.features)
     scaler = StandardScaler().fit(features)
     x = scaler.transform(features)
     if cfg.kind == "hist":
@@ -231,3 +235,23 @@ def _check_tree_arrays(trees: TreeEnsemble, n_features: int, path: Path) -> None
             or (inner & ((trees.feature < 0) | (trees.feature >= n_features))).any()
             or (inner & ((trees.left <= np.arange(n)) | (trees.right <= np.arange(n)))).any()):
         raise ValueError(f"{path}: inconsistent tree arrays (corrupt or crafted file)")
+
+
+# ----------------------------------------------------------------------------- tidy intensity tables
+
+def feature_matrix(frame, features) -> np.ndarray:
+    """The regressor's input columns, in the order of `features`, from a tidy intensity table."""
+    _check_features(features)
+    return np.column_stack([frame[FEATURE_COLUMNS[name]].to_numpy(dtype=np.float64) for name in features])
+
+
+def _check_features(features) -> None:
+    unknown = sorted(set(features) - set(FEATURES))
+    if unknown:
+        raise ValueError(f"unknown regressor features {unknown}; choose from {list(FEATURES)}")
+
+
+def sigmoid_per_image(frame, cfg: SigmoidCalibration = SigmoidCalibration(), column: str = "intensity_sum"):
+    """Per-image sigmoid calibration of a tidy table: standardised within each (image, model)."""
+    return frame.groupby(["image", "model"], sort=False)[column].transform(
+        lambda values: sigmoid_calibrate(values.to_numpy(), cfg)).to_numpy()
