@@ -99,9 +99,21 @@ def test_registered_backend_is_chosen_by_config():
     assert counter.calls == 2 and all(r.n_cells == 2 for r in results)
 
 
-def test_classic_settings_are_validated():
-    with pytest.raises(ValueError, match="work_size"):
-        ClassicBackend(ClassicSettings(work_size=8))
+@pytest.mark.parametrize("change, key", [({"work_size": 8}, "work_size"), ({"nucleus_diameter": 90.0}, "nucleus_diameter"),
+                                         ({"percentile": 120.0}, "percentile"), ({"cyto_red": -1.0}, "cyto_red")])
+def test_classic_settings_are_validated(change, key):
+    with pytest.raises(ValueError, match=f"segmentation.classic.{key}"):
+        ClassicBackend(ClassicSettings(**change))
+
+
+@pytest.mark.parametrize("noise", ["uniform", "gaussian"])
+def test_pure_noise_gives_no_cells(noise):
+    rng = np.random.default_rng(1)
+    if noise == "uniform":
+        planes = {k: rng.integers(0, 65535, (600, 600)).astype(np.uint16) for k in ("red", "yellow", "blue")}
+    else:
+        planes = {k: (1000 + rng.normal(0, 30, (600, 600))).astype(np.uint16) for k in ("red", "yellow", "blue")}
+    assert segment(planes).n_cells == 0
 
 
 # ----------------------------------------------------------------------------- border flags

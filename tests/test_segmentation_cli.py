@@ -92,3 +92,15 @@ def test_hpa_backend_without_weights_fails_before_any_work(dataset, tmp_path):
 def test_module_entry_point_runs(dataset, tmp_path):
     result = subprocess.run([sys.executable, "-m", "hpacam.segment", "--help"], capture_output=True, text=True)
     assert result.returncode == 0 and "--images" in result.stdout and "--workers" in result.stdout
+
+
+def test_shipped_configs_load_and_the_classic_one_spells_out_the_defaults():
+    from pathlib import Path
+
+    from hpacam.config import load_config
+    from hpacam.segmentation.settings import SegmentRunConfig
+
+    configs = Path(__file__).resolve().parents[1] / "configs" / "segmentation"
+    assert load_config(SegmentRunConfig, configs / "classic.yaml") == SegmentRunConfig()
+    hpa_cfg = load_config(SegmentRunConfig, configs / "hpa.yaml").segmentation
+    assert hpa_cfg.backend == "hpa" and not hpa_cfg.hpa.trust_weights

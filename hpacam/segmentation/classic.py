@@ -1,21 +1,25 @@
 """The default, weight-free backend: nuclei from blue, cells grown from them over the cytoplasm.
 
-Steps, all at a reduced working resolution (the longer side resized to `work_size`, 512 px by
-default), so a 1728, 2048, 3072 or 4096 px image costs about the same; labels are restored to
-full size by nearest-neighbour resizing:
+Everything runs at a reduced working resolution (the longer side resized to `work_size`, 512
+px by default), so a 1728, 2048, 3072 or 4096 px image costs about the same; the labels are
+restored to full size by nearest-neighbour resizing.
 
 1. Each channel is area-resized and divided by its `percentile` (bit depth and gain free).
-2. Nuclei: blue is smoothed, thresholded at a multiple of its Otsu level, holes are filled and
-   debris removed; touching nuclei are split by a watershed on the distance map, seeded by its
-   h-maxima (a neck between two round nuclei is a saddle of the distance map deeper than
-   `split_depth`; an oval nucleus has none).
-3. Cytoplasm signal: a weighted sum of red (microtubules), yellow (ER) and blue, smoothed.
-   Foreground: above a multiple of its Otsu level, or nucleus.
-4. Cells: a watershed of the inverted cytoplasm signal seeded by the nuclei and confined to the
-   foreground, so neighbouring cells part along the dim seam between them. Each cell then keeps
-   the pixels brighter than `cell_cut` x its own median signal (dim cells keep their faint
-   edges; bright cells do not swallow background glow) and only the piece holding its nucleus;
-   cells smaller than `min_cell_area` go. One nucleus per cell by construction.
+2. Nuclei: blue is smoothed and thresholded at Otsu's level, holes are filled. Objects that
+   stand less than `min_nucleus_contrast` background spreads above the background are noise;
+   objects smaller than `min_nucleus_area` are debris, unless they are condensed mitotic
+   chromatin (small, and `chromatin_brightness` x brighter than the median nucleus). Touching
+   nuclei are split by a watershed on the distance map seeded by its h-maxima (the neck
+   between two round nuclei is a saddle deeper than `split_depth`; an oval nucleus has none).
+   The two chromatin sets of an anaphase cell (mutually nearest condensed pieces closer than
+   `chromatin_pair_distance`) become one nucleus, so the dividing cell stays one cell.
+3. Cytoplasm signal: a weighted sum of red (microtubules), yellow (ER) and blue, smoothed, minus
+   its background (a low percentile: camera offset and glow). Foreground: above
+   `foreground_level` of the way from background to Otsu's level, or nucleus.
+4. Cells: a watershed of the inverted signal seeded by the nuclei and confined to the
+   foreground, so neighbouring cells part along the dim seam between them. Each cell then drops
+   pixels under `cell_cut` x its own median signal and keeps only the piece holding its
+   nucleus; cells under `min_cell_area` go. One nucleus per cell by construction.
 
 Lengths in the settings are in nucleus diameters and the diameter is a fraction of the longer
 side, so the same numbers serve every image size.
@@ -87,14 +91,26 @@ def otsu_level(image: np.ndarray) -> float | None:
     return float(threshold_otsu(image))
 
 
-def nucleus_objects(blue: np.ndarray, scale: Scale, settings: ClassicSettings) -> np.ndarray:
-    """Connected blue objects above the threshold, holes filled (labelled, before any filtering)."""
+def nucleus_objects(blue: np.ndarray, scale: Scale, settings: ClassicSettings) -> tuple[np.ndarray, np.ndarray]:
+    """Connected blue objects above the threshold, holes filled, and each one's contrast.
+
+    Contrast = (mean smoothed blue of the object - background) / background spread, both taken
+    from the pixels below the threshold. Nuclei stand 8+ spreads above their background; the
+    blobs Otsu's threshold cuts out of a field of pure noise stand about 3.
+    """
     smoothed = smooth(blue, settings.blue_sigma * scale.nucleus_px)
     level = otsu_level(smoothed)
     if level is None:
-        return np.zeros(blue.shape, dtype=np.int32)
-    mask = ndimage.binary_fill_holes(smoothed > level * settings.nucleus_threshold_scale)
-    return ndimage.label(mask)[0].astype(np.int32)
+        return np.zeros(blue.shape, dtype=np.int32), np.zeros(0)
+    level *= settings.nucleus_threshold_scale
+    objects = ndimage.label(ndimage.binary_fill_holes(smoothed > level))[0].astype(np.int32)
+    below = smoothed[smoothed <= level]
+    background, spread = (float(np.median(below)), float(below.std())) if below.size else (0.0, 0.0)
+    n = int(objects.max())
+    sums = np.bincount(objects.ravel(), weights=smoothed.ravel(), minlength=n + 1)[1:]
+    means = sums / np.maximum(np.bincount(objects.ravel(), minlength=n + 1)[1:], 1)
+    contrast = (means - background) / spread if spread > 0 else np.full(n, np.inf)
+    return objects, contrast
 
 
 @dataclass(frozen=True)
@@ -126,10 +142,11 @@ def object_stats(labels: np.ndarray, blue: np.ndarray, scale: Scale, settings: C
     return ObjectStats(area, mean / (reference or 1.0), centroid)
 
 
-def keep_nuclei(objects: np.ndarray, stats: ObjectStats, settings: ClassicSettings) -> np.ndarray:
-    """Drop debris: objects below `min_nucleus_area`, unless they are condensed mitotic chromatin."""
+def keep_nuclei(objects: np.ndarray, stats: ObjectStats, contrast: np.ndarray, settings: ClassicSettings) -> np.ndarray:
+    """Drop debris (objects below `min_nucleus_area`, unless condensed mitotic chromatin) and noise."""
     keep = (stats.area >= settings.min_nucleus_area) | (
         stats.condensed(settings) & (stats.area >= settings.min_chromatin_area))
+    keep &= contrast >= settings.min_nucleus_contrast
     return np.where(np.concatenate([[False], keep])[objects], objects, 0).astype(np.int32)
 
 
@@ -185,10 +202,10 @@ def pair_chromatin(nuclei: np.ndarray, stats: ObjectStats, scale: Scale, setting
 
 def find_nuclei(blue: np.ndarray, scale: Scale, settings: ClassicSettings) -> np.ndarray:
     """Labelled nuclei at the working resolution: thresholded, filtered, split, chromatin paired."""
-    objects = nucleus_objects(blue, scale, settings)
+    objects, contrast = nucleus_objects(blue, scale, settings)
     if objects.max() == 0:
         return objects
-    objects = keep_nuclei(objects, object_stats(objects, blue, scale, settings), settings)
+    objects = keep_nuclei(objects, object_stats(objects, blue, scale, settings), contrast, settings)
     nuclei = split_nuclei(objects, scale, settings)
     if nuclei.max() == 0:
         return nuclei
@@ -276,6 +293,22 @@ def label_working(planes: dict[str, np.ndarray], scale: Scale, settings: Classic
     return cells, np.where(nuclei > 0, cells, 0).astype(np.int32)
 
 
+def check_settings(settings: ClassicSettings) -> None:
+    """ValueError naming the key for settings that cannot work."""
+    problems = []
+    if settings.work_size < 32:
+        problems.append(f"work_size must be >= 32, got {settings.work_size}")
+    if not 0 < settings.nucleus_diameter < 1:
+        problems.append(f"nucleus_diameter is a fraction of the longer side, in (0, 1), got {settings.nucleus_diameter}")
+    for name in ("percentile", "background_percentile"):
+        if not 0 <= getattr(settings, name) <= 100:
+            problems.append(f"{name} must be in [0, 100], got {getattr(settings, name)}")
+    if min(settings.cyto_red, settings.cyto_yellow, settings.cyto_blue) < 0:
+        problems.append("cyto_red, cyto_yellow and cyto_blue must be >= 0")
+    if problems:
+        raise ValueError("; ".join(f"segmentation.classic.{p}" for p in problems))
+
+
 class ClassicBackend:
     """Weight-free nuclei-seeded watershed (the default)."""
 
@@ -283,8 +316,7 @@ class ClassicBackend:
     channels = ("red", "yellow", "blue")
 
     def __init__(self, settings: ClassicSettings = ClassicSettings()):
-        if settings.work_size < 32:
-            raise ValueError(f"segmentation.classic.work_size must be >= 32, got {settings.work_size}")
+        check_settings(settings)
         self.config = settings
 
     @classmethod

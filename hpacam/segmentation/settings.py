@@ -21,6 +21,7 @@ class ClassicSettings:
     blue_sigma: float = 0.04  # Gaussian smoothing of blue, in nucleus diameters
     nucleus_threshold_scale: float = 1.0  # x Otsu threshold of the smoothed blue channel
     min_nucleus_area: float = 0.12  # smaller blue objects are debris, in typical nucleus areas
+    min_nucleus_contrast: float = 4.0  # nuclei stand this many background spreads above it (noise: ~3)
     chromatin_brightness: float = 1.1  # mitotic chromatin: >= this x the median nucleus brightness...
     chromatin_max_area: float = 0.35  # ...and smaller than this (typical nucleus areas)
     min_chromatin_area: float = 0.03  # condensed chromatin is kept down to this area
