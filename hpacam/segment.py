@@ -30,7 +30,7 @@ from hpacam.config import parse_args
 from hpacam.fileio import atomic_write_text
 from hpacam.images import list_image_ids
 from hpacam.runs import setup_logging
-from hpacam.segmentation.core import Segmentation
+from hpacam.segmentation.core import Segmentation, SegmentationError
 from hpacam.segmentation.folder import Segmenter, write_label_png
 from hpacam.segmentation.settings import SegmentationConfig, SegmentRunConfig
 
@@ -116,9 +116,9 @@ def in_processes(cfg: SegmentationConfig, job: Job, image_ids: Sequence[str], wo
                 yield from failure(job, [futures[future]], exc)
 
 
-def in_this_process(cfg: SegmentationConfig, job: Job, image_ids: Sequence[str]) -> Iterator[Outcome]:
+def in_this_process(segmenter: Segmenter, job: Job, image_ids: Sequence[str]) -> Iterator[Outcome]:
     """Batches of `hpa.batch_size` for the hpa backend (it groups them by size), one at a time otherwise."""
-    segmenter = Segmenter(cfg)
+    cfg = segmenter.cfg
     size = cfg.hpa.batch_size if cfg.backend == "hpa" else 1
     for start in range(0, len(image_ids), size):
         yield from run_ids(segmenter, job, image_ids[start:start + size])
@@ -154,16 +154,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.cache_dir is not None:
         cfg.cache.dir = args.cache_dir
     setup_logging()
+    try:  # a bad backend setting stops here, before any image is read or process started
+        segmenter = Segmenter(cfg)
+    except (SegmentationError, ValueError) as exc:
+        log.error("%s", exc)
+        return 2
+    if not args.images.is_dir():
+        log.error("%s: image folder not found", args.images)
+        return 2
     image_ids = args.ids or list_image_ids(args.images)
     if not image_ids:
         log.error("%s: no {ID}_{channel} image files found", args.images)
         return 2
     args.out.mkdir(parents=True, exist_ok=True)
     job = Job(args.images, args.out, args.with_nuclei)
-    Segmenter(cfg)  # fail fast on a bad backend setting, before any process starts
     workers = max(1, min(args.workers, len(image_ids)))
-    parallel = cfg.backend != "hpa" and workers > 1
-    outcomes_iter = in_processes(cfg, job, image_ids, workers) if parallel else in_this_process(cfg, job, image_ids)
+    if cfg.backend != "hpa" and workers > 1:
+        outcomes_iter = in_processes(cfg, job, image_ids, workers)
+    else:
+        outcomes_iter = in_this_process(segmenter, job, image_ids)
     outcomes = list(tqdm(outcomes_iter, total=len(image_ids), desc="segment", unit="image"))
     return report(outcomes, args.out)
 

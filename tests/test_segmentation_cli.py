@@ -81,12 +81,10 @@ def test_config_overrides_reach_the_backend_and_bad_keys_fail_fast(dataset, tmp_
     assert "no_such_key" in capsys.readouterr().err
 
 
-def test_hpa_backend_without_weights_fails_before_any_work(dataset, tmp_path):
-    from hpacam.segmentation import SegmentationError
-
-    with pytest.raises(SegmentationError, match="nuclei_model"):
-        run(dataset, tmp_path / "pred", "segmentation.backend=hpa")
-    assert not list((tmp_path / "pred").glob("*.png"))
+def test_hpa_backend_without_weights_fails_before_any_work(dataset, tmp_path, caplog):
+    assert run(dataset, tmp_path / "pred", "segmentation.backend=hpa") == 2
+    assert "segmentation.hpa.nuclei_model" in caplog.text and "never downloads" in caplog.text
+    assert not (tmp_path / "pred").exists()
 
 
 def test_module_entry_point_runs(dataset, tmp_path):
