@@ -11,15 +11,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
-from hpacam.cam.checkpoint import model_from_checkpoint, read_checkpoint
-from hpacam.cam.models import CamClassifier
 from hpacam.images import resize_image
+
+if TYPE_CHECKING:  # torch is imported where it is used, so configs can be read without it
+    import torch
+
+    from hpacam.cam.models import CamClassifier
 
 FLIPS = ((), (3,), (2,), (2, 3))  # none, horizontal, vertical, both (dims of a BCHW tensor)
 
@@ -44,6 +45,8 @@ class LoadedCamModel:
 
 def load_cam_models(paths: Sequence[str | Path], device: str | torch.device = "cpu") -> list[LoadedCamModel]:
     """Load checkpoints once (weights_only) and keep each one's training size and colour mode."""
+    from hpacam.cam.checkpoint import model_from_checkpoint, read_checkpoint
+
     loaded = []
     for path in paths:
         checkpoint = read_checkpoint(path)
@@ -60,7 +63,6 @@ def scaled_size(image_size: int, scale: float, stride: int) -> int:
     return max(stride, int(round(image_size * scale / stride)) * stride)
 
 
-@torch.inference_mode()
 def predict_maps(cam: LoadedCamModel, image: np.ndarray, tta: TTAConfig = TTAConfig(),
                  device: str | torch.device = "cpu") -> tuple[np.ndarray, np.ndarray]:
     """Image probabilities (C,) and raw class maps (C, m, m) of one (H, W, channels) image in [0, 1].
@@ -69,6 +71,16 @@ def predict_maps(cam: LoadedCamModel, image: np.ndarray, tta: TTAConfig = TTACon
     scales and flips at the working size m. Returning raw maps lets each caller choose the
     activation.
     """
+    import torch
+
+    with torch.inference_mode():
+        return _predict_maps(cam, image, tta, device)
+
+
+def _predict_maps(cam: LoadedCamModel, image: np.ndarray, tta: TTAConfig, device: Any):
+    import torch
+    import torch.nn.functional as F
+
     map_size = tta.map_size or cam.image_size
     flips = FLIPS if tta.flips else FLIPS[:1]
     probs, maps = [], []

@@ -1,0 +1,338 @@
+"""Inference: test images in, Kaggle `submission.csv` out.
+
+Per image: segment (through the mask cache); run every CAM model with test-time augmentation;
+per-cell intensities (the shared vectorised function); calibrate them (per-image sigmoid and the
+model's regressor, averaged by weight); average over CAM models; blend with the image-level
+probability (CAM models' own logits and the Keras image-level models, by weight); down-weight
+border cells; encode every cell's mask at the original size.
+
+Images are streamed in chunks (only a chunk's Keras batch is held at once), models are loaded
+once, and the submission is written atomically in the sample's order. A bad image is either
+skipped (warning, empty prediction string) or fatal, by config.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator, Literal, Optional, Sequence
+
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+from hpacam.cam.tta import TTAConfig
+from hpacam.calibration import (CalibrationRegressor, SigmoidCalibration, feature_matrix, load_regressor,
+                                sigmoid_calibrate)
+from hpacam.classes import NUM_CLASSES
+from hpacam.images import ImageReadError, ReadOptions, read_image
+from hpacam.intensities import Activation, activate, cell_intensities
+from hpacam.masks import encode_label_image
+from hpacam.segmentation import SegmentationConfig, SegmentationError, Segmenter
+from hpacam.submission import COLUMNS, cells_prediction_string, read_submission, write_submission
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class CamModelEntry:
+    checkpoint: Path = Path("data/cam/run/best.pt")
+    regressor: Optional[Path] = None  # its calibration regressor (.npz); None: sigmoid only
+    weight: float = 1.0
+
+
+@dataclass
+class ImageModelEntry:
+    model: Path = Path("data/img/run/best.keras")
+    weight: float = 1.0
+    color_mode: Optional[str] = None  # None: read from the config.yaml beside the model
+
+
+@dataclass
+class BlendConfig:
+    sigmoid_weight: float = 0.5  # per-image sigmoid vs regressor, within each CAM model
+    regressor_weight: float = 0.5
+    image_level_weight: float = 0.3  # final = (1 - w) * cell probability + w * image probability
+    image_models_share: float = 0.5  # image probability = share x Keras models + rest x CAM models' logits
+    multiply_image_prob: bool = False  # also multiply the result by the image probability
+    border_factor: float = 1.0  # confidences of cells cut by the image border are multiplied by this
+    min_confidence: float = 0.0  # triples below this are left out (smaller submissions)
+
+
+@dataclass
+class InferenceConfig:
+    cam_models: list[CamModelEntry] = field(default_factory=list)
+    image_models: list[ImageModelEntry] = field(default_factory=list)
+    activation: Activation = "swish"
+    tta: TTAConfig = field(default_factory=TTAConfig)
+    sigmoid: SigmoidCalibration = field(default_factory=SigmoidCalibration)
+    blend: BlendConfig = field(default_factory=BlendConfig)
+    segmentation: SegmentationConfig = field(default_factory=SegmentationConfig)
+    device: str = "auto"  # auto (CUDA when available), cpu, cuda, cuda:N
+    chunk_size: int = 16  # images read and predicted together by the Keras models
+    keras_batch_size: int = 8
+    on_bad_image: Literal["skip", "fail"] = "skip"
+    read: ReadOptions = field(default_factory=ReadOptions)
+    write_image_probs: bool = True  # <out>.image_probs.csv beside the submission (for baselines)
+    visualise: int = 0  # write per-image PNGs for the first N images
+    visualise_class: int = -1  # class map shown in the PNGs; -1: each image's top class
+
+
+# ----------------------------------------------------------------------------- the models, loaded once
+
+
+@dataclass
+class CamMember:
+    cam: "object"  # hpacam.cam.tta.LoadedCamModel
+    regressor: Optional[CalibrationRegressor]
+    weight: float
+
+
+@dataclass
+class ImageMember:
+    model: "object"  # keras.Model
+    color_mode: str
+    weight: float
+
+
+@dataclass
+class Models:
+    cams: list[CamMember]
+    image_models: list[ImageMember]
+    device: str
+
+
+def resolve_device(device: str) -> str:
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device={device} but CUDA is not available on this machine")
+    return device
+
+
+def load_models(cfg: InferenceConfig) -> Models:
+    """Every model once: CAM checkpoints (weights_only), regressors (code-free), Keras (safe mode)."""
+    from hpacam.cam.tta import load_cam_models
+
+    if not cfg.cam_models:
+        raise ValueError("the inference config names no CAM models (cam_models: [{checkpoint: ...}])")
+    device = resolve_device(cfg.device)
+    cams = load_cam_models([entry.checkpoint for entry in cfg.cam_models], device)
+    members = [CamMember(cam, load_regressor(entry.regressor) if entry.regressor else None, entry.weight)
+               for cam, entry in zip(cams, cfg.cam_models)]
+    image_members = []
+    if cfg.image_models:
+        from hpacam.tf.predict import color_mode_of, load_image_model  # TensorFlow only when asked for
+
+        for entry in cfg.image_models:
+            mode = entry.color_mode or color_mode_of(str(entry.model))
+            image_members.append(ImageMember(load_image_model(str(entry.model)), mode, entry.weight))
+    return Models(members, image_members, device)
+
+
+# ----------------------------------------------------------------------------- per-image scoring
+
+
+@dataclass
+class ImageResult:
+    image_id: str
+    width: int
+    height: int
+    prediction: str
+    image_probs: np.ndarray  # (19,) the blended image-level probability
+    cells: Optional[np.ndarray] = None  # kept only for the pictures
+    cell_probs: Optional[np.ndarray] = None
+    maps: Optional[np.ndarray] = None
+
+
+def weighted_mean(arrays: Sequence[np.ndarray], weights: Sequence[float]) -> np.ndarray:
+    weights = np.asarray(weights, dtype=np.float64)
+    if weights.sum() <= 0:
+        raise ValueError(f"blend weights {list(weights)} must sum to a positive number")
+    return np.tensordot(weights / weights.sum(), np.stack(arrays), axes=1)
+
+
+def calibrate(member: CamMember, result, probs: np.ndarray, border: np.ndarray, cfg: InferenceConfig) -> np.ndarray:
+    """(cells, 19) probabilities of one CAM model: per-image sigmoid and regressor, by weight."""
+    sigmoid = sigmoid_calibrate(result.sums, cfg.sigmoid)
+    if member.regressor is None or cfg.blend.regressor_weight <= 0:
+        return sigmoid
+    n_cells = len(result.cell_ids)
+    table = pd.DataFrame({
+        "intensity_sum": result.sums.ravel(), "intensity_mean": result.means.ravel(),
+        "area": np.repeat(result.area, NUM_CLASSES), "border": np.repeat(border, NUM_CLASSES).astype(float),
+        "image_prob": np.tile(probs, n_cells), "class": np.tile(np.arange(NUM_CLASSES), n_cells)})
+    learned = member.regressor.predict(feature_matrix(table, member.regressor.features)).reshape(n_cells, NUM_CLASSES)
+    return weighted_mean([sigmoid, learned], [cfg.blend.sigmoid_weight, cfg.blend.regressor_weight])
+
+
+def score_image(image_id: str, folder: Path, models: Models, segmenter: Segmenter, keras_probs: Optional[np.ndarray],
+                cfg: InferenceConfig, keep_pictures: bool = False) -> ImageResult:
+    """The prediction string of one image (raises ImageReadError for a bad image)."""
+    from hpacam.cam.tta import predict_maps
+
+    seg = segmenter.segment_file(folder, image_id)
+    height, width = seg.shape
+    images = {mode: read_image(folder, image_id, mode, options=cfg.read) for mode in {m.cam.mode for m in models.cams}}
+    cam_probs, cell_probs, maps_kept = [], [], None
+    border = seg.border.is_border if seg.n_cells else np.zeros(0, bool)
+    for member in models.cams:
+        probs, maps = predict_maps(member.cam, images[member.cam.mode], cfg.tta, models.device)
+        cam_probs.append(probs)
+        maps_kept = maps if maps_kept is None else maps_kept
+        if seg.n_cells:
+            result = cell_intensities(seg.cells, activate(maps, cfg.activation), probs)
+            cell_probs.append(calibrate(member, result, probs, border[result.cell_ids - 1], cfg))
+    image_probs = blend_image_probs(cam_probs, keras_probs, models, cfg)
+    if not seg.n_cells:
+        log.warning("%s: no cells found; empty prediction string", image_id)
+        return ImageResult(image_id, width, height, "", image_probs)
+    cells = weighted_mean(cell_probs, [m.weight for m in models.cams])
+    final = final_confidences(cells, image_probs, border, cfg.blend)
+    masks = encode_label_image(seg.cells)
+    prediction = cells_prediction_string(masks, final, cfg.blend.min_confidence)
+    if keep_pictures:
+        return ImageResult(image_id, width, height, prediction, image_probs, seg.cells, final, maps_kept)
+    return ImageResult(image_id, width, height, prediction, image_probs)
+
+
+def blend_image_probs(cam_probs: list[np.ndarray], keras_probs: Optional[np.ndarray], models: Models,
+                      cfg: InferenceConfig) -> np.ndarray:
+    from_cams = weighted_mean(cam_probs, [m.weight for m in models.cams])
+    if keras_probs is None:
+        return from_cams
+    share = cfg.blend.image_models_share
+    return (1 - share) * from_cams + share * keras_probs
+
+
+def final_confidences(cells: np.ndarray, image_probs: np.ndarray, border: np.ndarray, blend: BlendConfig) -> np.ndarray:
+    """Blend cell and image probabilities, optionally gate by the image probability, down-weight border cells."""
+    final = (1 - blend.image_level_weight) * cells + blend.image_level_weight * image_probs[None, :]
+    if blend.multiply_image_prob:
+        final = final * image_probs[None, :]
+    final[border] *= blend.border_factor
+    return np.clip(final, 0.0, 1.0)
+
+
+# ----------------------------------------------------------------------------- streaming over a test set
+
+
+def keras_chunk_probs(models: Models, ids: list[str], folder: Path, cfg: InferenceConfig) -> dict[str, np.ndarray]:
+    """Blended Keras probabilities of a chunk; on a bad image, falls back to one image at a time."""
+    if not models.image_models:
+        return {}
+    from hpacam.tf.predict import predict_with_model
+
+    def predict(batch_ids: list[str]) -> np.ndarray:
+        per_model = [predict_with_model(m.model, batch_ids, str(folder), m.color_mode, cfg.keras_batch_size)
+                     for m in models.image_models]
+        return weighted_mean(per_model, [m.weight for m in models.image_models])
+
+    try:
+        return dict(zip(ids, predict(ids)))
+    except Exception:  # tf.data reports a bad file for the whole batch: find which one(s)
+        out = {}
+        for image_id in ids:
+            try:
+                out[image_id] = predict([image_id])[0]
+            except Exception as exc:
+                log.warning("%s: image-level models could not read it (%s)", image_id, str(exc).splitlines()[0])
+        return out
+
+
+def chunks(items: Sequence[str], size: int) -> Iterator[list[str]]:
+    for start in range(0, len(items), size):
+        yield list(items[start:start + size])
+
+
+def shard_rows(sample: pd.DataFrame, shard: tuple[int, int]) -> pd.DataFrame:
+    """Rows of shard i of n (interleaved, so every shard gets a mix of image sizes)."""
+    index, count = shard
+    if not 0 <= index < count:
+        raise ValueError(f"shard {index}/{count}: the index must be in 0..{count - 1}")
+    return sample.iloc[index::count]
+
+
+def run_inference(cfg: InferenceConfig, images: Path, sample: pd.DataFrame, shard: tuple[int, int] = (0, 1),
+                  picture_dir: Optional[Path] = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Score every sample ID of the shard; returns (submission rows, image probabilities)."""
+    rows = shard_rows(sample, shard)
+    models = load_models(cfg)
+    segmenter = Segmenter(cfg.segmentation)
+    sizes = dict(zip(rows["ID"], zip(rows["ImageWidth"].astype(int), rows["ImageHeight"].astype(int))))
+    results: list[ImageResult] = []
+    start = time.perf_counter()
+    bar = tqdm(total=len(rows), desc="inference", unit="img")
+    for ids in chunks(rows["ID"].tolist(), cfg.chunk_size):
+        keras = keras_chunk_probs(models, ids, images, cfg)
+        for image_id in ids:
+            results.append(score_or_skip(image_id, images, models, segmenter, keras, sizes[image_id], cfg,
+                                         keep=picture_dir is not None and len(results) < cfg.visualise,
+                                         picture_dir=picture_dir))
+            bar.update(1)
+    bar.close()
+    log.info("%d images in %.1f s (%.2f images/s)", len(results), time.perf_counter() - start,
+             len(results) / max(time.perf_counter() - start, 1e-9))
+    return submission_frame(results, rows), probs_frame(results)
+
+
+def score_or_skip(image_id: str, images: Path, models: Models, segmenter: Segmenter, keras: dict,
+                  size: tuple[int, int], cfg: InferenceConfig, keep: bool, picture_dir: Optional[Path]) -> ImageResult:
+    """Score one image; under `on_bad_image=skip` a bad image gets an empty prediction and a warning."""
+    try:
+        if models.image_models and image_id not in keras:
+            raise ImageReadError(f"{images / image_id}_*: unreadable by the image-level models")
+        result = score_image(image_id, images, models, segmenter, keras.get(image_id), cfg, keep_pictures=keep)
+        if (result.width, result.height) != size:
+            raise ImageReadError(f"{images / image_id}_*: image is {result.width}x{result.height} but the sample "
+                                 f"submission says {size[0]}x{size[1]}")
+    except (ImageReadError, SegmentationError, OSError) as exc:
+        if cfg.on_bad_image == "fail":
+            raise
+        log.warning("skipping %s: %s", image_id, exc)
+        return ImageResult(image_id, size[0], size[1], "", np.full(NUM_CLASSES, np.nan, np.float32))
+    if keep and picture_dir is not None:
+        from hpacam.pictures import write_picture
+
+        write_picture(picture_dir / f"{image_id}.png", images, result, cfg.visualise_class)
+    return result
+
+
+def submission_frame(results: list[ImageResult], rows: pd.DataFrame) -> pd.DataFrame:
+    frame = pd.DataFrame([(r.image_id, r.width, r.height, r.prediction) for r in results], columns=COLUMNS)
+    return frame.set_index("ID").loc[rows["ID"]].reset_index()
+
+
+def probs_frame(results: list[ImageResult]) -> pd.DataFrame:
+    frame = pd.DataFrame(np.stack([r.image_probs for r in results]) if results else np.zeros((0, NUM_CLASSES)),
+                         columns=[str(c) for c in range(NUM_CLASSES)])
+    frame.insert(0, "ID", [r.image_id for r in results])
+    return frame
+
+
+def read_sample(path: Path) -> pd.DataFrame:
+    """The sample submission: IDs and sizes, in the order the output must keep."""
+    return read_submission(path)
+
+
+def merge_shards(sample_path: Path, parts: Sequence[Path], out: Path) -> pd.DataFrame:
+    """Join shard submissions into one, in the sample's order; every ID exactly once."""
+    sample = read_sample(sample_path)
+    frames = [read_submission(p) for p in parts]
+    merged = pd.concat(frames, ignore_index=True)
+    dupes = merged.loc[merged["ID"].duplicated(), "ID"].tolist()
+    if dupes:
+        raise ValueError(f"IDs in more than one shard: {dupes[:5]}")
+    missing = sorted(set(sample["ID"]) - set(merged["ID"]))
+    if missing:
+        raise ValueError(f"{len(missing)} sample IDs are in no shard, e.g. {missing[:5]}")
+    extra = sorted(set(merged["ID"]) - set(sample["ID"]))
+    if extra:
+        raise ValueError(f"shards hold IDs that are not in {sample_path}: {extra[:5]}")
+    result = merged.set_index("ID").loc[sample["ID"]].reset_index()[COLUMNS]
+    write_submission(result, out)
+    return result
