@@ -52,11 +52,20 @@ class ImageModelEntry:
 
 @dataclass
 class BlendConfig:
+    """How cell evidence and image-level probabilities make the final confidence.
+
+    `gate` (default): final = p_image x (floor + (1 - floor) x p_cell). The image probability keeps
+    the ranking across images (what the competition's broadcast baseline gets right), and the cell
+    probability moves the cells of one image apart; `floor` says how far. `linear`:
+    final = (1 - image_level_weight) x p_cell + image_level_weight x p_image.
+    """
+
     sigmoid_weight: float = 0.5  # per-image sigmoid vs regressor, within each CAM model
     regressor_weight: float = 0.5
-    image_level_weight: float = 0.3  # final = (1 - w) * cell probability + w * image probability
+    mode: Literal["gate", "linear"] = "gate"
+    floor: float = 0.8  # gate: the share of the image probability a cell keeps whatever its evidence
+    image_level_weight: float = 0.3  # linear: weight of the image probability
     image_models_share: float = 0.5  # image probability = share x Keras models + rest x CAM models' logits
-    multiply_image_prob: bool = False  # also multiply the result by the image probability
     border_factor: float = 1.0  # confidences of cells cut by the image border are multiplied by this
     min_confidence: float = 0.0  # triples below this are left out (smaller submissions)
 
@@ -210,10 +219,11 @@ def blend_image_probs(cam_probs: list[np.ndarray], keras_probs: Optional[np.ndar
 
 
 def final_confidences(cells: np.ndarray, image_probs: np.ndarray, border: np.ndarray, blend: BlendConfig) -> np.ndarray:
-    """Blend cell and image probabilities, optionally gate by the image probability, down-weight border cells."""
-    final = (1 - blend.image_level_weight) * cells + blend.image_level_weight * image_probs[None, :]
-    if blend.multiply_image_prob:
-        final = final * image_probs[None, :]
+    """Blend cell and image probabilities (see BlendConfig), then down-weight border cells."""
+    if blend.mode == "gate":
+        final = image_probs[None, :] * (blend.floor + (1 - blend.floor) * cells)
+    else:
+        final = (1 - blend.image_level_weight) * cells + blend.image_level_weight * image_probs[None, :]
     final[border] *= blend.border_factor
     return np.clip(final, 0.0, 1.0)
 

@@ -1,0 +1,144 @@
+"""End to end on synthetic images: train a tiny CAM model, fit its regressor, run inference, score.
+
+The submission must pass a format check and score above the `broadcast` predictor that uses the
+same models' image probabilities on the same masks (issue 7). One module-scoped pipeline run is
+shared by the tests here; it takes about two minutes on two cores.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+import pytest
+
+from hpacam.classes import NUM_CLASSES
+from hpacam.evaluate import evaluate_files
+from hpacam.masks import decode_mask
+from hpacam.submission import parse_prediction_string, read_submission
+
+REPO = Path(__file__).resolve().parents[1]
+PY = sys.executable
+
+
+def run(*args: str) -> str:
+    result = subprocess.run([PY, *args], cwd=REPO, text=True, capture_output=True)
+    assert result.returncode == 0, f"{args[0]} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    return result.stdout
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory):
+    from hpacam.synth import generate_dataset
+
+    root = tmp_path_factory.mktemp("pipeline")
+    generate_dataset(root / "train", 160, 256, seed=11, workers=2, progress=False)
+    generate_dataset(root / "test", 16, 256, seed=12, progress=False)
+    train = root / "train"
+    run("train-cam-model/train_cam.py", "--config", "configs/cam/tiny_cpu.yaml", f"run_dir={root / 'cam'}",
+        f"data.sources=[{{images: {train / 'images'}, labels: {train / 'labels.csv'}}}]",
+        "data.image_size=128", "data.fold=-1", "train.epochs=10", "train.progress=false")
+    masks = root / "masks"
+    run("train-gradboost-regressor/extract_intensities.py", f"images={train / 'images'}",
+        f"labels={train / 'labels.csv'}", f"checkpoints=[{root / 'cam' / 'last.pt'}]", f"out_dir={root / 'int'}",
+        "select=all", "max_images=60", "tta.scales=[1.0]", f"segmentation.cache.dir={masks}")
+    run("train-gradboost-regressor/train_grad_boost.py", f"intensities={root / 'int' / 'intensities.csv'}",
+        f"out_dir={root / 'reg'}", "regressor.n_estimators=60")
+    regressor = next((root / "reg").glob("*.npz"))
+    config = root / "inference.yaml"
+    config.write_text(f"cam_models:\n  - checkpoint: {root / 'cam' / 'last.pt'}\n    regressor: {regressor}\n"
+                      f"tta:\n  scales: [1.0]\nsegmentation:\n  cache:\n    dir: {masks}\nvisualise: 1\n")
+    test = root / "test"
+    out = root / "out" / "submission.csv"
+    run("inference/inference.py", "--config", str(config), "--images", str(test / "images"),
+        "--sample", str(test / "sample_submission.csv"), "--out", str(out), "--pictures", str(root / "pics"))
+    return root, test, out
+
+
+def test_submission_format(pipeline):
+    root, test, out = pipeline
+    sample = read_submission(test / "sample_submission.csv")
+    sub = read_submission(out)
+    assert sub["ID"].tolist() == sample["ID"].tolist()  # every ID once, in the sample's order
+    assert (sub[["ImageWidth", "ImageHeight"]].to_numpy() == sample[["ImageWidth", "ImageHeight"]].to_numpy()).all()
+    for _, row in sub.iterrows():
+        items = parse_prediction_string(row["PredictionString"], row["ID"])
+        assert items, f"{row['ID']}: no predictions"
+        confidences = np.array([item.confidence for item in items])
+        assert ((confidences >= 0) & (confidences <= 1)).all()
+        masks = {item.mask for item in items}
+        assert len(items) == len(masks) * NUM_CLASSES  # every cell gets all 19 classes
+        union = np.zeros((row["ImageHeight"], row["ImageWidth"]), dtype=int)
+        for mask in masks:
+            union += decode_mask(mask, row["ImageHeight"], row["ImageWidth"])
+        assert union.max() == 1  # cells do not overlap
+    assert not list(out.parent.glob(".*.tmp"))
+    assert {p.name for p in out.parent.iterdir()} >= {"submission.csv", "submission.image_probs.csv",
+                                                        "submission.config.yaml", "submission.log.txt"}
+    assert len(list((root / "pics").glob("*.png"))) == 1
+
+
+def test_pipeline_beats_broadcast_with_the_same_models(pipeline):
+    root, test, out = pipeline
+    probs = out.with_suffix("").with_name("submission.image_probs.csv")
+    broadcast = root / "out" / "broadcast.csv"
+    segmented = root / "segmented"
+    run("-m", "hpacam.segment", "--images", str(test / "images"), "--out", str(segmented),
+        "--cache-dir", str(root / "masks"))
+    run("-m", "hpacam.baselines", "broadcast", "--cells", str(segmented), "--sample",
+        str(test / "sample_submission.csv"), "--probs", str(probs), "--out", str(broadcast))
+    pipeline_map = evaluate_files(test / "truth.csv", out).mean_average_precision
+    broadcast_map = evaluate_files(test / "truth.csv", broadcast).mean_average_precision
+    print(f"pipeline mAP {pipeline_map:.4f}  broadcast mAP {broadcast_map:.4f}")
+    assert pipeline_map > broadcast_map
+
+
+def test_shards_merge_to_the_whole(pipeline):
+    root, test, out = pipeline
+    config = root / "inference.yaml"
+    parts = []
+    for index in range(2):
+        part = root / "shards" / f"part{index}.csv"
+        run("inference/inference.py", "--config", str(config), "--images", str(test / "images"),
+            "--sample", str(test / "sample_submission.csv"), "--out", str(part), "--shard", f"{index}/2",
+            "write_image_probs=false")
+        parts.append(str(part))
+    merged = root / "shards" / "merged.csv"
+    run("inference/inference.py", "merge", "--sample", str(test / "sample_submission.csv"), "--out", str(merged),
+        *parts)
+    pd.testing.assert_frame_equal(read_submission(merged), read_submission(out))
+
+
+def test_bad_and_empty_images_are_skipped_with_an_empty_prediction(pipeline, tmp_path):
+    root, test, out = pipeline
+    images = tmp_path / "images"
+    images.mkdir()
+    sample = read_submission(test / "sample_submission.csv").head(3).copy()
+    for path in (test / "images").iterdir():
+        if path.name.split("_")[0] in set(sample["ID"]):
+            (images / path.name).symlink_to(path)
+    bad, blank = sample["ID"].iloc[0], "blank-image"
+    (images / f"{bad}_green.png").unlink()
+    (images / f"{bad}_green.png").write_bytes(b"")  # a zero-byte channel file
+    for channel in ("red", "green", "blue", "yellow"):
+        cv2.imwrite(str(images / f"{blank}_{channel}.png"), np.zeros((256, 256), np.uint16))
+    sample.loc[len(sample)] = [blank, 256, 256, ""]
+    sample.to_csv(tmp_path / "sample.csv", index=False)
+    sub_path = tmp_path / "sub.csv"
+    args = ("inference/inference.py", "--config", str(root / "inference.yaml"), "--images", str(images),
+            "--sample", str(tmp_path / "sample.csv"), "--out", str(sub_path))
+    run(*args)
+    sub = read_submission(sub_path).set_index("ID")
+    assert sub.loc[bad, "PredictionString"] == "" and sub.loc[blank, "PredictionString"] == ""
+    assert all(sub.loc[i, "PredictionString"] for i in sample["ID"].iloc[1:3])
+    log = (tmp_path / "sub.log.txt").read_text()
+    assert f"{bad}_green.png: zero-byte" in log and "blank-image: no cells found" in log
+
+    failed = subprocess.run([PY, *args[:-1], str(tmp_path / "fail.csv"), "on_bad_image=fail"], cwd=REPO,
+                            capture_output=True, text=True)
+    assert failed.returncode != 0 and "zero-byte" in failed.stderr
+    assert not (tmp_path / "fail.csv").exists()
