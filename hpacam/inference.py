@@ -79,6 +79,7 @@ class InferenceConfig:
     sigmoid: SigmoidCalibration = field(default_factory=SigmoidCalibration)
     blend: BlendConfig = field(default_factory=BlendConfig)
     segmentation: SegmentationConfig = field(default_factory=SegmentationConfig)
+    cells_dir: Optional[Path] = None  # use these {ID}.png cell label images instead of segmenting (oracle runs)
     device: str = "auto"  # auto (CUDA when available), cpu, cuda, cuda:N
     chunk_size: int = 16  # images read and predicted together by the Keras models
     keras_batch_size: int = 8
@@ -184,7 +185,7 @@ def score_image(image_id: str, folder: Path, models: Models, segmenter: Segmente
     """The prediction string of one image (raises ImageReadError for a bad image)."""
     from hpacam.cam.tta import predict_maps
 
-    seg = segmenter.segment_file(folder, image_id)
+    seg = precomputed_cells(cfg, image_id) if cfg.cells_dir else segmenter.segment_file(folder, image_id)
     height, width = seg.shape
     images = {mode: read_image(folder, image_id, mode, options=cfg.read) for mode in {m.cam.mode for m in models.cams}}
     cam_probs, cell_probs, maps_kept = [], [], None
@@ -207,6 +208,18 @@ def score_image(image_id: str, folder: Path, models: Models, segmenter: Segmente
     if keep_pictures:
         return ImageResult(image_id, width, height, prediction, image_probs, seg.cells, final, maps_kept)
     return ImageResult(image_id, width, height, prediction, image_probs)
+
+
+def precomputed_cells(cfg: InferenceConfig, image_id: str):
+    """A segmentation from a given cell label image (e.g. the synthetic truth), with border flags."""
+    from hpacam.segmentation.core import finish
+    from hpacam.segmentation.quality import read_label_png
+
+    path = Path(cfg.cells_dir) / f"{image_id}.png"
+    if not path.is_file():
+        raise ImageReadError(f"{path}: no cell label image for this ID in cells_dir")
+    cells = read_label_png(path)
+    return finish(cells, cells, cfg.segmentation, "precomputed")
 
 
 def blend_image_probs(cam_probs: list[np.ndarray], keras_probs: Optional[np.ndarray], models: Models,
