@@ -1,5 +1,7 @@
 """The CAM localisation measurement: per-cell means, truth matching, AUC pools, and a tiny real run."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -7,12 +9,15 @@ import torch
 from hpacam.cam.localisation import (
     CellScores,
     cell_label_matrix,
+    format_result,
     localisation_auc,
     mean_per_cell,
     score_cells,
 )
 from hpacam.classes import NUM_CLASSES
 from hpacam.masks import encode_label_image
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def test_mean_per_cell_averages_each_map_inside_each_cell():
@@ -72,3 +77,34 @@ def test_an_untrained_model_scores_every_truth_cell(tmp_path):
         assert s.scores.shape == s.cell_labels.shape and len(s.cell_labels) >= 5
         assert (s.cell_labels.sum(axis=1) >= 1).all()  # every truth cell has a label (18 = negative)
         assert np.isfinite(s.scores).all()
+
+
+def test_a_short_puzzle_cam_run_localises_cells(tmp_path):
+    """The fast version of bench/cam_localisation.py, with a weaker bar.
+
+    160 synthetic 128 px images, 10 epochs of the tiny recipe at 128 px (about half a minute on
+    two idle cores), scored on 30 held-out images. Measured: mean ROC-AUC 0.78 over all cells and
+    0.70 within labelled images (an untrained model scores ~0.5); the asserts leave a margin. The
+    full benchmark (600 images at 256 px, 30 epochs) reaches the issue's 0.8, see docs/cam.md.
+    """
+    from hpacam.cam.checkpoint import load_cam_model
+    from hpacam.cam.config import TrainCamConfig
+    from hpacam.cam.train import train
+    from hpacam.config import load_config
+    from hpacam.labels import read_labels
+    from hpacam.synth import generate_dataset
+
+    generate_dataset(tmp_path / "train", 160, 128, seed=11, workers=2, progress=False)
+    generate_dataset(tmp_path / "test", 30, 128, seed=12, progress=False)
+    cfg = load_config(TrainCamConfig, REPO / "configs" / "cam" / "tiny_cpu.yaml", [
+        f"run_dir={tmp_path / 'run'}",
+        f"data.sources=[{{images: {tmp_path / 'train' / 'images'}, labels: {tmp_path / 'train' / 'labels.csv'}}}]",
+        "data.image_size=128", "data.fold=-1", "train.epochs=10", "train.progress=false",
+    ])
+    model = load_cam_model(train(cfg).last_checkpoint)
+    ids = read_labels(tmp_path / "test" / "labels.csv")["ID"].tolist()
+    result = localisation_auc(score_cells(model, tmp_path / "test", ids, image_size=128))
+    assert len(result.all) >= 10
+    assert result.mean_all >= 0.70, format_result(result)
+    assert result.mean_within >= 0.62, format_result(result)
+    assert result.all[0] >= 0.8 and result.all[16] >= 0.8, format_result(result)  # nucleoplasm, cytosol

@@ -128,7 +128,7 @@ def test_a_training_step_gives_every_parameter_a_finite_gradient(name, kwargs, m
     targets[1, 16] = 1.0
     loss, terms = puzzle_cam_loss(net(images), targets, LossConfig(mode=mode, focal_gamma=1.0), alpha=4.0)
     loss.backward()
-    assert math.isfinite(float(loss)) and all(math.isfinite(v) for v in terms.values())
+    assert math.isfinite(float(loss.detach())) and all(math.isfinite(v) for v in terms.values())
     for param_name, param in model.named_parameters():
         assert param.grad is not None, f"{param_name} got no gradient"
         assert torch.isfinite(param.grad).all(), f"{param_name} has a non-finite gradient"

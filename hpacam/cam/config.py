@@ -91,7 +91,8 @@ class TrainConfig:
     device: Literal["auto", "cpu", "cuda"] = "auto"
     seed: int = 0
     resume: Optional[str] = None  # a checkpoint path, or "auto": run_dir/last.pt when it exists
-    stop_after_steps: int = 0  # stop (saving last.pt) after this many optimizer steps; the schedule still spans all epochs
+    # Stop (saving last.pt) after this many optimizer steps; the schedule still spans all epochs.
+    stop_after_steps: int = 0
     best_metric: str = "macro_auc"  # a validation metric; "val_loss" is minimised, the others maximised
     thresholds: list[float] = field(default_factory=lambda: [0.1, 0.2, 0.3, 0.4, 0.5])
     log_every: int = 50  # steps between log lines (the CSV gets one row per epoch)

@@ -317,8 +317,8 @@ def train_epoch(ctx: StepContext, loader: DataLoader, epoch: int, stop_at: int) 
         count += 1
         if not sync:
             continue
+        lr = ctx.optimizer.param_groups[0]["lr"]  # the rate this step uses
         optimizer_step(ctx)
-        lr = ctx.optimizer.param_groups[0]["lr"]
         bar.set_postfix(loss=f"{terms['loss']:.4f}", lr=f"{lr:.2e}", step=ctx.state.step)
         log_step(ctx, terms, lr)
         if ctx.state.step >= stop_at:
@@ -418,19 +418,8 @@ def close_run_log(log_file: Path) -> None:
             handler.close()
 
 
-def run_training(cfg: TrainCamConfig, procs: Processes) -> TrainResult:
-    run_dir = Path(cfg.run_dir)
-    if procs.is_main:
-        prepare_run_dir(run_dir, cfg)
-        log.info("training on %s x %d process(es), run folder %s", procs.device, procs.world_size, run_dir)
-    seed_everything(cfg.train.seed)
-
-    images = read_sources(cfg.data)
-    train_images, val_images = split_folds(images, cfg.data)
-    if procs.is_main:
-        log.info("train: %s", describe(train_images))
-        log.info("validation: %s", describe(val_images) if val_images is not None else "none (data.fold=-1)")
-
+def build_model(cfg: TrainCamConfig, procs: Processes) -> tuple[CamClassifier, torch.nn.Module]:
+    """(the classifier, its training view: PuzzleNet, wrapped in DDP when distributed)."""
     model = create_model(cfg.model.name, pretrained=cfg.model.pretrained,
                          in_chans=len(COLOR_MODES[cfg.data.mode]), output_stride=cfg.model.output_stride,
                          pretrained_path=cfg.model.pretrained_path, mean=cfg.model.mean, std=cfg.model.std,
@@ -441,76 +430,115 @@ def run_training(cfg: TrainCamConfig, procs: Processes) -> TrainResult:
     if procs.distributed:
         device_ids = [procs.device.index] if procs.device.type == "cuda" else None
         net = DistributedDataParallel(net, device_ids=device_ids)
+    return model, net
 
-    batch, accumulation = cfg.train.batch_size, cfg.train.accumulation
-    steps_per_epoch = shard_size(len(train_images), procs.world_size) // (batch * accumulation)
-    if steps_per_epoch == 0:
-        raise ValueError(f"{len(train_images)} training images over {procs.world_size} process(es) are fewer "
-                         f"than one optimizer step (batch_size {batch} x accumulation {accumulation})")
-    total_steps = cfg.train.epochs * steps_per_epoch
-    optimizer = build_optimizer(model, cfg.optim)
-    scheduler = build_scheduler(optimizer, total_steps, steps_per_epoch, cfg.optim)
-    scaler = torch.amp.GradScaler("cuda", enabled=cfg.train.amp and procs.device.type == "cuda")
 
-    state = TrainState()
-    checkpoint_path = resume_path(cfg)
-    if checkpoint_path is not None:
-        state = restore(checkpoint_path, model, optimizer, scheduler, scaler, steps_per_epoch)
-    elif procs.is_main and (run_dir / "last.pt").is_file():
-        log.warning("%s already holds last.pt; this fresh run overwrites it after its first epoch "
-                    "(train.resume=auto continues it instead)", run_dir)
-    ctx = StepContext(cfg, procs, net, optimizer, scheduler, scaler, state, total_steps,
-                      open_tensorboard(run_dir, cfg.train.tensorboard and procs.is_main))
+def count_steps_per_epoch(n_images: int, cfg: TrainCamConfig, procs: Processes) -> int:
+    """Whole optimizer steps each process can take per epoch (leftover images wait for the next epoch)."""
+    per_step = cfg.train.batch_size * cfg.train.accumulation
+    steps = shard_size(n_images, procs.world_size) // per_step
+    if steps == 0:
+        raise ValueError(f"{n_images} training images over {procs.world_size} process(es) are fewer than one "
+                         f"optimizer step (batch_size {cfg.train.batch_size} x accumulation {cfg.train.accumulation})")
+    return steps
 
+
+@dataclass
+class Loaders:
+    train_set: CamDataset
+    train_sampler: ShardedSampler
+    train: DataLoader
+    validation: DataLoader | None
+
+
+def build_loaders(train_images, val_images, cfg: TrainCamConfig, procs: Processes) -> Loaders:
     train_set = CamDataset(train_images, cfg.data.image_size, cfg.data.mode, cfg.augment, cfg.train.seed)
     train_sampler = ShardedSampler(len(train_images), True, cfg.train.seed, procs.rank, procs.world_size)
-    train_loader = make_loader(train_set, train_sampler, batch, cfg, procs)
-    val_loader = None
+    validation = None
     if val_images is not None:
         val_set = CamDataset(val_images, cfg.data.image_size, cfg.data.mode)
         val_sampler = ShardedSampler(len(val_images), False, 0, procs.rank, procs.world_size, pad=False)
-        val_loader = make_loader(val_set, val_sampler, cfg.data.val_batch_size or 2 * batch, cfg, procs)
+        validation = make_loader(val_set, val_sampler, cfg.data.val_batch_size or 2 * cfg.train.batch_size, cfg, procs)
+    return Loaders(train_set, train_sampler, make_loader(train_set, train_sampler, cfg.train.batch_size, cfg, procs),
+                   validation)
 
-    rows = read_metrics_rows(run_dir / "metrics.csv", state.step) if checkpoint_path else []
+
+def start_or_resume(cfg: TrainCamConfig, ctx: StepContext, model: CamClassifier, steps_per_epoch: int) -> bool:
+    """Restore `ctx` from the checkpoint `train.resume` names, if any; True when resumed."""
+    path = resume_path(cfg)
+    if path is not None:
+        ctx.state = restore(path, model, ctx.optimizer, ctx.scheduler, ctx.scaler, steps_per_epoch)
+        return True
+    if ctx.procs.is_main and (Path(cfg.run_dir) / "last.pt").is_file():
+        log.warning("%s already holds last.pt; this fresh run overwrites it after its first epoch "
+                    "(train.resume=auto continues it instead)", cfg.run_dir)
+    return False
+
+
+def finish_epoch(ctx: StepContext, model: CamClassifier, loaders: Loaders, epoch: int, train_terms: dict,
+                 started: float, steps_per_epoch: int, rows: list[dict]) -> bool:
+    """Validate (at an epoch end), write last.pt (+ best.pt) and metrics.csv; True if best.pt was written."""
+    cfg, state = ctx.cfg, ctx.state
+    finished = state.step % steps_per_epoch == 0
+    if finished:
+        state.last_metrics = validate(ctx, model, loaders.validation) if loaders.validation is not None else {}
+    improved = finished and is_better(state.last_metrics.get(cfg.train.best_metric), state.best,
+                                      cfg.train.best_metric)
+    if improved:
+        state.best = state.last_metrics[cfg.train.best_metric]
+    if ctx.procs.is_main:
+        run_dir = Path(cfg.run_dir)
+        payload = checkpoint_payload(cfg, model, ctx.optimizer, ctx.scheduler, ctx.scaler, state, steps_per_epoch)
+        save_checkpoint(run_dir / "last.pt", payload)
+        if improved:
+            save_checkpoint(run_dir / "best.pt", payload)
+        rows.append(epoch_row(epoch, state, ctx.optimizer, train_terms, time.time() - started, finished))
+        write_metrics_csv(run_dir / "metrics.csv", rows)
+        log_epoch(rows[-1], ctx.tensorboard)
+    if ctx.procs.distributed:
+        dist.barrier()  # nobody starts the next epoch (or exits) before the files exist
+    return improved
+
+
+def run_training(cfg: TrainCamConfig, procs: Processes) -> TrainResult:
+    run_dir = Path(cfg.run_dir)
+    if procs.is_main:
+        prepare_run_dir(run_dir, cfg)
+        log.info("training on %s x %d process(es), run folder %s", procs.device, procs.world_size, run_dir)
+    seed_everything(cfg.train.seed)
+    train_images, val_images = split_folds(read_sources(cfg.data), cfg.data)
+    if procs.is_main:
+        log.info("train: %s", describe(train_images))
+        log.info("validation: %s", describe(val_images) if val_images is not None else "none (data.fold=-1)")
+
+    model, net = build_model(cfg, procs)
+    steps_per_epoch = count_steps_per_epoch(len(train_images), cfg, procs)
+    total_steps = cfg.train.epochs * steps_per_epoch
+    optimizer = build_optimizer(model, cfg.optim)
+    ctx = StepContext(cfg, procs, net, optimizer, build_scheduler(optimizer, total_steps, steps_per_epoch, cfg.optim),
+                      torch.amp.GradScaler("cuda", enabled=cfg.train.amp and procs.device.type == "cuda"),
+                      TrainState(), total_steps, open_tensorboard(run_dir, cfg.train.tensorboard and procs.is_main))
+    resumed = start_or_resume(cfg, ctx, model, steps_per_epoch)
+    loaders = build_loaders(train_images, val_images, cfg, procs)
+    rows = read_metrics_rows(run_dir / "metrics.csv", ctx.state.step) if resumed else []
+    wrote_best = resumed and (run_dir / "best.pt").is_file()
     stop_at = min(cfg.train.stop_after_steps or total_steps, total_steps)
-    paths = {"last": run_dir / "last.pt", "best": run_dir / "best.pt"}
-    wrote_best = (paths["best"].is_file() and checkpoint_path is not None)
-    log.info("%d steps per epoch, %d in all; starting at step %d", steps_per_epoch, total_steps, state.step)
+    log.info("%d steps per epoch, %d in all; starting at step %d", steps_per_epoch, total_steps, ctx.state.step)
 
-    while state.step < stop_at:
-        epoch, done_in_epoch = divmod(state.step, steps_per_epoch)
+    per_step = cfg.train.batch_size * cfg.train.accumulation
+    while ctx.state.step < stop_at:
+        epoch, done_in_epoch = divmod(ctx.state.step, steps_per_epoch)
         started = time.time()
-        train_set.set_epoch(epoch)
-        train_sampler.set_epoch(epoch, skip=done_in_epoch * batch * accumulation,
-                                limit=steps_per_epoch * batch * accumulation)
-        train_terms = train_epoch(ctx, train_loader, epoch, stop_at)
-        epoch_finished = state.step % steps_per_epoch == 0
-        if epoch_finished and val_loader is not None:
-            state.last_metrics = validate(ctx, model, val_loader)
-        elif epoch_finished:
-            state.last_metrics = {}
-        if procs.is_main:
-            improved = epoch_finished and is_better(state.last_metrics.get(cfg.train.best_metric),
-                                                   state.best, cfg.train.best_metric)
-            if improved:
-                state.best = state.last_metrics[cfg.train.best_metric]
-            payload = checkpoint_payload(cfg, model, optimizer, scheduler, scaler, state, steps_per_epoch)
-            save_checkpoint(paths["last"], payload)
-            if improved:
-                save_checkpoint(paths["best"], payload)
-                wrote_best = True
-            row = epoch_row(epoch, state, optimizer, train_terms, time.time() - started, epoch_finished)
-            rows.append(row)
-            write_metrics_csv(run_dir / "metrics.csv", rows)
-            log_epoch(row, ctx.tensorboard)
-        if procs.distributed:
-            dist.barrier()  # nobody starts the next epoch (or exits) before the files exist
+        loaders.train_set.set_epoch(epoch)
+        loaders.train_sampler.set_epoch(epoch, skip=done_in_epoch * per_step, limit=steps_per_epoch * per_step)
+        train_terms = train_epoch(ctx, loaders.train, epoch, stop_at)
+        wrote_best |= finish_epoch(ctx, model, loaders, epoch, train_terms, started, steps_per_epoch, rows)
 
     if ctx.tensorboard is not None:
         ctx.tensorboard.close()
-    return TrainResult(run_dir, state.step, paths["last"] if procs.is_main else None,
-                       paths["best"] if procs.is_main and wrote_best else None, state.best,
-                       dict(state.last_metrics))
+    return TrainResult(run_dir, ctx.state.step, run_dir / "last.pt" if procs.is_main else None,
+                       run_dir / "best.pt" if procs.is_main and wrote_best else None, ctx.state.best,
+                       dict(ctx.state.last_metrics))
 
 
 def epoch_row(epoch: int, state: TrainState, optimizer, train_terms: dict, seconds: float,
