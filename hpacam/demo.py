@@ -65,10 +65,22 @@ class Demo:
         return score
 
 
+def already_generated(path: Path, n_images: int, seed: int, size: int) -> bool:
+    """A set written by the generator with these settings (its stats.json says so) is reused."""
+    try:
+        stats = json.loads((path / "stats.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return (stats.get("images"), stats.get("seed"), stats.get("image_sizes")) == (n_images, seed, {str(size): n_images})
+
+
 def generate_data(demo: Demo) -> tuple[Path, Path]:
     cfg = demo.cfg
     train, test = demo.out / "synth" / "train", demo.out / "synth" / "test"
     for path, n, seed in ((train, cfg.n_train, cfg.seed), (test, cfg.n_test, cfg.seed + 1_000_003)):
+        if already_generated(path, n, seed, cfg.image_size):
+            print(f"\n=== synthesise {path.name}: reusing {path} (same seed, count and size)")
+            continue
         demo.run(f"synthesise {path.name}", "-m", "hpacam.synth", "--out", str(path), "--n-images", str(n),
                  "--image-size", str(cfg.image_size), "--seed", str(seed), "--workers", str(cfg.workers),
                  "--overwrite", "--quiet")
@@ -196,7 +208,7 @@ def main(argv: list[str] | None = None) -> None:
     start = time.perf_counter()
     train, test = generate_data(demo)
     reference_scores(demo, test)
-    checkpoint, keras_model = train_models(demo)
+    checkpoint, keras_model = train_models(demo, train)
     regressor = fit_regressor(demo, train, checkpoint)
     config = write_inference_config(demo, checkpoint, keras_model, regressor)
     predict_and_score(demo, test, config)
