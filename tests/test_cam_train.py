@@ -178,19 +178,23 @@ def test_every_recipe_in_configs_cam_is_valid():
         check_config(load_config(TrainCamConfig, recipe))
 
 
-def test_torchrun_with_two_processes_trains_and_writes_one_checkpoint(dataset, tmp_path):
-    run = tmp_path / "ddp"
+def run_torchrun(dataset: Path, run: Path, *overrides: str) -> None:
     command = [
         sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(SCRIPT),
         "--config", str(TINY_RECIPE), f"run_dir={run}",
         f"data.sources=[{{images: {dataset / 'images'}, labels: {dataset / 'labels.csv'}}}]",
-        "data.image_size=32", "data.fold=-1", "model.kwargs={channels: [8, 16, 32, 64], stem_width: 8}",
+        "data.image_size=32", "model.kwargs={channels: [8, 16, 32, 64], stem_width: 8}",
         "train.batch_size=4", "train.epochs=1", "train.device=cpu", "train.dist_backend=gloo",
-        "train.progress=false",
+        "train.progress=false", *overrides,
     ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
     assert done.returncode == 0, done.stderr[-3000:]
+
+
+def test_torchrun_with_two_processes_trains_and_writes_one_checkpoint(dataset, tmp_path):
+    run = tmp_path / "ddp"
+    run_torchrun(dataset, run, "data.fold=-1")
     assert sorted(p.name for p in run.glob("*.pt")) == ["last.pt"]
     assert not list(run.glob(".*.tmp"))
     checkpoint = read_checkpoint(run / "last.pt")
@@ -198,3 +202,23 @@ def test_torchrun_with_two_processes_trains_and_writes_one_checkpoint(dataset, t
     assert not any(key.startswith("module.") for key in checkpoint["model"])
     assert load_cam_model(run / "last.pt") is not None
     assert len(pd.read_csv(run / "metrics.csv")) == 1
+
+
+def test_torchrun_validation_gathers_both_shards(dataset, tmp_path):
+    """Validation split over two processes gives the metrics of one process seeing the whole fold."""
+    from hpacam.cam.data import CamDataset, read_sources, split_folds
+    from hpacam.cam.metrics import classification_metrics
+    from hpacam.cam.puzzle import classification_loss
+
+    run = tmp_path / "ddp_val"
+    run_torchrun(dataset, run, "data.n_folds=4", "data.fold=0")
+    row = pd.read_csv(run / "metrics.csv").iloc[-1]
+    cfg = load_config(TrainCamConfig, run / "config.yaml")
+    _, valid = split_folds(read_sources(cfg.data), cfg.data)
+    images = torch.stack([item[0] for item in CamDataset(valid, 32, "rgby")])
+    targets = torch.from_numpy(valid.targets)
+    with torch.no_grad():
+        logits = load_cam_model(run / "last.pt")(images)
+    expected = classification_metrics(torch.sigmoid(logits).numpy(), valid.targets)
+    assert row["macro_auc"] == pytest.approx(expected["macro_auc"], abs=1e-6)
+    assert row["val_loss"] == pytest.approx(float(classification_loss(logits, targets, cfg.loss)), rel=1e-4)

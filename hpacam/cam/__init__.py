@@ -10,4 +10,5 @@ Everything that imports torch lives in this subpackage, so `import hpacam` stays
     checkpoint   self-describing checkpoints, save_checkpoint / load_cam_model
     train        the training loop (TrainCamConfig, train)
     localisation how well CAMs pick out the truth cells of the synthetic benchmark
+    tta          class maps with test-time augmentation (the regressor and inference stages' module)
 """
