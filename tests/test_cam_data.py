@@ -48,7 +48,8 @@ def test_missing_images_are_reported_before_training(tmp_path):
     (source.images / "b_green.png").unlink()
     for channel in CHANNELS:
         (source.images / f"a_{channel}.png").unlink(missing_ok=True)
-    with pytest.raises(ImageReadError, match=r"1 image\(s\) listed in .*labels.csv are missing, e.g. \['a'\]"):
+    with pytest.raises(ImageReadError, match=r"5 channel file\(s\) of images listed in .*labels.csv are missing, "
+                                             r"e.g. \['a_red', 'a_green', 'a_blue'\]"):
         read_sources(DataConfig(sources=[source]))
     with pytest.raises(ImageReadError, match="nowhere: image folder"):
         read_sources(DataConfig(sources=[DataSource(tmp_path / "nowhere", source.labels)]))

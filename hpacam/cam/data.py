@@ -17,7 +17,7 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from hpacam.cam.config import AugmentConfig, DataConfig
-from hpacam.images import COLOR_MODES, ImageReadError, list_image_ids, read_image, resize_image
+from hpacam.images import COLOR_MODES, EXTENSIONS, ImageReadError, read_image, resize_image
 from hpacam.labels import combine_label_tables, make_folds, multi_hot, read_labels
 
 log = logging.getLogger(__name__)
@@ -58,14 +58,16 @@ def read_sources(cfg: DataConfig) -> LabelledImages:
 
 
 def check_images_present(ids: Sequence[str], folder: Path, labels_path: Path, mode: str) -> None:
-    try:
-        present = set(list_image_ids(folder))
-    except FileNotFoundError:
-        raise ImageReadError(f"{folder}: image folder (for {labels_path}) not found") from None
-    missing = [i for i in ids if i not in present]
+    """Every channel file of every listed image exists (any extension read_image accepts)."""
+    if not folder.is_dir():
+        raise ImageReadError(f"{folder}: image folder (for {labels_path}) not found")
+    stems = {path.stem for path in folder.iterdir() if path.suffix.lower() in EXTENSIONS}
+    channels = dict.fromkeys(COLOR_MODES[mode])
+    missing = [f"{image_id}_{channel}" for image_id in ids for channel in channels
+               if f"{image_id}_{channel}" not in stems]
     if missing:
-        raise ImageReadError(f"{folder}: {len(missing)} image(s) listed in {labels_path} are missing, "
-                             f"e.g. {missing[:3]} (expected {{ID}}_{{{','.join(COLOR_MODES[mode])}}}.png)")
+        raise ImageReadError(f"{folder}: {len(missing)} channel file(s) of images listed in {labels_path} "
+                             f"are missing, e.g. {missing[:3]}")
 
 
 def split_folds(images: LabelledImages, cfg: DataConfig) -> tuple[LabelledImages, LabelledImages | None]:
@@ -202,10 +204,6 @@ class ShardedSampler(Sampler[int]):
 def shard_size(size: int, world_size: int) -> int:
     """How many indices each rank gets from a padded ShardedSampler."""
     return -(-size // world_size)
-
-
-def image_channels(mode: str) -> int:
-    return len(COLOR_MODES[mode])
 
 
 def describe(images: LabelledImages) -> str:
