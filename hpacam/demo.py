@@ -33,7 +33,8 @@ class DemoConfig:
     cam_image_size: int = 128
     keras_epochs: int = 3
     extract_images: int = 120
-    floor: float = 0.8
+    floor: float = 0.6
+    sigmoid_weight: float = 0.0  # the per-image sigmoid separates cells worse than the regressor (docs/ablation.md)
 
 
 @dataclass
@@ -133,6 +134,8 @@ tta:
   scales: [1.0]
 blend:
   floor: {demo.cfg.floor}
+  sigmoid_weight: {demo.cfg.sigmoid_weight}
+  regressor_weight: 1.0
   image_models_share: 0.3
 segmentation:
   cache:
