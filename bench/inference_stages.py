@@ -1,0 +1,93 @@
+"""Per-stage seconds per image and peak memory of inference on CPU, at 2048 px by default.
+
+    python bench/inference_stages.py [--size 2048] [--images 4] [--checkpoint PATH] [--scales 1.0,1.3,1.6]
+
+Without --checkpoint it trains the tiny CPU recipe for one step on the generated images (timing
+does not depend on the weights) and names the model's size. Stages: reading the four PNGs,
+segmentation (cache off), CAM with test-time augmentation, per-cell intensities, calibration,
+mask encoding. Peak memory is the process's maximum resident set size.
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def tiny_checkpoint(data: Path, run: Path) -> Path:
+    from hpacam.cam.config import TrainCamConfig
+    from hpacam.cam.train import train
+    from hpacam.config import load_config
+
+    cfg = load_config(TrainCamConfig, REPO / "configs" / "cam" / "tiny_cpu.yaml", [
+        f"run_dir={run}", f"data.sources=[{{images: {data / 'images'}, labels: {data / 'labels.csv'}}}]",
+        "data.fold=-1", "train.epochs=1", "train.stop_after_steps=1", "train.batch_size=2", "train.progress=false"])
+    return train(cfg).last_checkpoint
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", type=int, default=2048)
+    parser.add_argument("--images", type=int, default=4)
+    parser.add_argument("--checkpoint", type=Path)
+    parser.add_argument("--scales", default="1.0,1.3,1.6")
+    args = parser.parse_args()
+
+    import torch
+
+    from hpacam.calibration import sigmoid_calibrate
+    from hpacam.cam.tta import TTAConfig, load_cam_models, predict_maps
+    from hpacam.images import read_image
+    from hpacam.intensities import activate, cell_intensities
+    from hpacam.labels import read_labels
+    from hpacam.masks import encode_label_image
+    from hpacam.segmentation import SegmentationConfig, Segmenter
+    from hpacam.synth import generate_dataset
+
+    torch.set_num_threads(1)
+    with tempfile.TemporaryDirectory() as tmp:
+        data = Path(tmp) / "synth"
+        generate_dataset(data, args.images, args.size, seed=3, progress=False)
+        checkpoint = args.checkpoint or tiny_checkpoint(data, Path(tmp) / "cam")
+        cam = load_cam_models([checkpoint])[0]
+        params = sum(p.numel() for p in cam.model.parameters())
+        tta = TTAConfig(scales=[float(s) for s in args.scales.split(",")])
+        cfg = SegmentationConfig()
+        cfg.cache.enabled = False
+        segmenter = Segmenter(cfg)
+        times: dict[str, list[float]] = defaultdict(list)
+
+        def timed(stage, fn):
+            start = time.perf_counter()
+            out = fn()
+            times[stage].append(time.perf_counter() - start)
+            return out
+
+        for image_id in read_labels(data / "labels.csv")["ID"]:
+            image = timed("read 4 PNGs", lambda: read_image(data / "images", image_id, "rgby"))
+            seg = timed("segment", lambda: segmenter.segment_file(data / "images", image_id))
+            probs, maps = timed("CAM + TTA", lambda: predict_maps(cam, image, tta))
+            result = timed("intensities", lambda: cell_intensities(seg.cells, activate(maps, "swish"), probs))
+            timed("calibration (sigmoid)", lambda: sigmoid_calibrate(result.sums))
+            timed("encode masks", lambda: encode_label_image(seg.cells))
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"{args.images} images at {args.size} px, one thread; CAM model {cam.model.arch['name']} "
+          f"({params / 1e6:.2f} M parameters) at {cam.image_size} px, scales {tta.scales} x 4 flips")
+    total = 0.0
+    for stage, values in times.items():
+        mean = float(np.mean(values[1:] if len(values) > 1 else values))  # the first image warms up
+        total += mean
+        print(f"  {stage:<24} {mean:7.3f} s/image")
+    print(f"  {'total':<24} {total:7.3f} s/image   peak RSS {peak_mb:.0f} MB")
+
+
+if __name__ == "__main__":
+    main()
