@@ -111,3 +111,14 @@ def test_parse_args_exits_nonzero_on_bad_override(capsys):
         parse_args(Cfg, ["optim.lr=abc"])
     assert exit_info.value.code == 2
     assert "optim.lr" in capsys.readouterr().err
+
+
+def test_saved_files_get_the_usual_permissions(tmp_path):
+    import os
+
+    umask = os.umask(0o022)
+    try:
+        path = save_config(Cfg(), tmp_path / "config.yaml")
+    finally:
+        os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o644
