@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Iterator
@@ -43,3 +44,20 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
     return Path(path)
+
+
+STALE_TEMP = re.compile(r"^\..+\.[A-Za-z0-9_]{8}\.tmp$")  # the names atomic_path's mkstemp gives
+
+
+def remove_stale_temp_files(folder: str | os.PathLike) -> list[Path]:
+    """Delete the temporary files `atomic_path` left in `folder` when its process was killed.
+
+    SIGKILL skips atomic_path's cleanup, so every kill during a write leaves one behind (each as
+    large as a checkpoint); a resumed run calls this so they do not pile up on disk. Call it only
+    on a folder that no other process is writing to.
+    """
+    folder = Path(folder)
+    stale = [path for path in folder.iterdir() if STALE_TEMP.match(path.name) and path.is_file()]
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale

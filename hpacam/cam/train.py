@@ -37,7 +37,7 @@ from hpacam.cam.models import CamClassifier, create_model, parameter_groups
 from hpacam.cam.puzzle import PuzzleNet, alpha_at, classification_loss, puzzle_cam_loss
 from hpacam.classes import CLASS_NAMES
 from hpacam.config import to_dict
-from hpacam.fileio import atomic_path
+from hpacam.fileio import atomic_path, remove_stale_temp_files
 from hpacam.images import COLOR_MODES
 from hpacam.runs import prepare_run_dir
 
@@ -487,13 +487,16 @@ def finish_epoch(ctx: StepContext, model: CamClassifier, loaders: Loaders, epoch
     if improved:
         state.best = state.last_metrics[cfg.train.best_metric]
     if ctx.procs.is_main:
+        # last.pt is written last: it is the commit point. A kill before it leaves a metrics row or
+        # best.pt ahead of last.pt, which the resumed run drops or rewrites when it redoes this epoch;
+        # the other order would lose the row (or keep a stale best.pt) for good.
         run_dir = Path(cfg.run_dir)
-        payload = checkpoint_payload(cfg, model, ctx.optimizer, ctx.scheduler, ctx.scaler, state, steps_per_epoch)
-        save_checkpoint(run_dir / "last.pt", payload)
-        if improved:
-            save_checkpoint(run_dir / "best.pt", payload)
         rows.append(epoch_row(epoch, state, ctx.optimizer, train_terms, time.time() - started, finished))
         write_metrics_csv(run_dir / "metrics.csv", rows)
+        payload = checkpoint_payload(cfg, model, ctx.optimizer, ctx.scheduler, ctx.scaler, state, steps_per_epoch)
+        if improved:
+            save_checkpoint(run_dir / "best.pt", payload)
+        save_checkpoint(run_dir / "last.pt", payload)
         log_epoch(rows[-1], ctx.tensorboard)
     if ctx.procs.distributed:
         dist.barrier()  # nobody starts the next epoch (or exits) before the files exist
@@ -505,6 +508,8 @@ def run_training(cfg: TrainCamConfig, procs: Processes) -> TrainResult:
     if procs.is_main:
         prepare_run_dir(run_dir, cfg)
         log.info("training on %s x %d process(es), run folder %s", procs.device, procs.world_size, run_dir)
+        for path in remove_stale_temp_files(run_dir):  # writes a killed run never finished
+            log.info("removed %s, left by an interrupted write", path.name)
     seed_everything(cfg.train.seed)
     train_images, val_images = split_folds(read_sources(cfg.data), cfg.data)
     if procs.is_main:
