@@ -16,6 +16,7 @@ arrays), so it loads with `torch.load(..., weights_only=True)`, which cannot run
 from __future__ import annotations
 
 import random
+import re
 from pathlib import Path
 from typing import Any
 
@@ -75,12 +76,28 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     try:
         checkpoint = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # torch raises several types for truncated or foreign files
-        raise CheckpointError(f"{path}: unreadable checkpoint ({type(exc).__name__}: {exc})") from None
+        raise CheckpointError(f"{path}: {load_failure(exc, 'checkpoint')}") from None
     if not isinstance(checkpoint, dict) or checkpoint.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not an hpacam CAM checkpoint (no format={FORMAT!r} entry)")
     if checkpoint.get("version") != VERSION:
         raise CheckpointError(f"{path}: checkpoint version {checkpoint.get('version')}; this code reads {VERSION}")
     return checkpoint
+
+
+def load_failure(exc: Exception, what: str) -> str:
+    """Why `torch.load(weights_only=True)` failed, in one line.
+
+    A file that needs code to unpickle (a class, a function such as `exec`) is named as refused,
+    not as corrupt, and without torch's advice to allow-list the global or to load it unsafely.
+    """
+    text = str(exc)
+    unsafe = re.search(r"Unsupported global: GLOBAL (\S+)", text)
+    if unsafe:
+        return (f"refused: the {what} holds pickled Python objects (it needs {unsafe.group(1)}), and unpickling "
+                "them could run code from the file; only tensors and plain values are loaded (weights_only=True)")
+    reason = re.search(r"WeightsUnpickler error: \s*(\S[^\n]*)", text)
+    detail = reason.group(1) if reason else (text.splitlines()[0] if text else "")
+    return f"unreadable {what} ({type(exc).__name__}: {detail})"
 
 
 def model_from_checkpoint(checkpoint: dict[str, Any]) -> CamClassifier:

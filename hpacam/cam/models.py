@@ -326,7 +326,9 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch and safetensors raise several types for a bad file
-        raise PretrainedWeightsError(f"{path}: unreadable weights file ({type(exc).__name__}: {exc})") from None
+        from hpacam.cam.checkpoint import load_failure
+
+        raise PretrainedWeightsError(f"{path}: {load_failure(exc, 'weights file')}") from None
     for key in ("state_dict", "model"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]

@@ -38,7 +38,19 @@ def load_image_model(path: str) -> keras.Model:
         raise ValueError(f"{path}: expected a native Keras model file ending in .keras")
     if not storage.exists(path):
         raise FileNotFoundError(f"{path}: model file not found")
-    return keras.models.load_model(path, safe_mode=True, compile=False)
+    try:
+        return keras.models.load_model(path, safe_mode=True, compile=False)
+    except Exception as exc:  # Keras raises ValueError, TypeError, zip and HDF5 errors for bad files
+        raise ValueError(f"{path}: {keras_load_failure(exc)}") from None
+
+
+def keras_load_failure(exc: Exception) -> str:
+    """Why a `.keras` file did not load, in one line; code that safe mode blocked is named as refused."""
+    text = str(exc)
+    if "safe_mode" in text or "unsafe_deserialization" in text:
+        return ("refused: the model file holds Python code (e.g. a Lambda layer), which safe mode does not run; "
+                f"rebuild the model without it ({text.split('. ')[0]})")
+    return f"not a loadable Keras model ({type(exc).__name__}: {text.splitlines()[0] if text else ''})"
 
 
 def color_mode_of(model_path: str) -> str:
