@@ -285,7 +285,7 @@ def run_inference(cfg: InferenceConfig, images: Path, sample: pd.DataFrame, shar
     """Score every sample ID of the shard; returns (submission rows, image probabilities)."""
     rows = shard_rows(sample, shard)
     models = load_models(cfg)
-    segmenter = Segmenter(cfg.segmentation)
+    segmenter = Segmenter(cfg.segmentation, read_options=cfg.read)  # limits hold before segmentation decodes
     sizes = dict(zip(rows["ID"], zip(rows["ImageWidth"].astype(int), rows["ImageHeight"].astype(int))))
     results: list[ImageResult] = []
     start = time.perf_counter()

@@ -193,8 +193,9 @@ def test_sigkill_during_training_and_checkpoint_writes_always_leaves_a_resumable
         assert torch.equal(killed["model"][key], value), key
     for key, value in straight["optimizer"]["state"].items():
         assert all(torch.equal(killed["optimizer"]["state"][key][k], v) for k, v in value.items()), key
-    losses = [pd.read_csv(run / "metrics.csv")[["epoch", "step", "train_loss"]] for run in (run_dir, tmp_path / "straight")]
-    pd.testing.assert_frame_equal(*losses)
+    columns = ["epoch", "step", "train_loss"]
+    pd.testing.assert_frame_equal(pd.read_csv(run_dir / "metrics.csv")[columns],
+                                  pd.read_csv(tmp_path / "straight" / "metrics.csv")[columns])
 
 
 def train_without_kills(data: Path, run_dir: Path) -> dict:

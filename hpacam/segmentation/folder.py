@@ -55,8 +55,9 @@ class Segmenter:
     """A backend, its settings key and the cache, built once and used for many images."""
 
     def __init__(self, cfg: SegmentationConfig = SegmentationConfig(), backend: Backend | None = None,
-                 cache: MaskCache | None | _FromConfig = FROM_CONFIG):
+                 cache: MaskCache | None | _FromConfig = FROM_CONFIG, read_options: ReadOptions = ReadOptions()):
         self.cfg = cfg
+        self.read_options = read_options  # the caller's pixel limit and RGB policy, applied before decoding
         self.backend = backend or make_backend(cfg)
         self.cache = _resolve_cache(cache, cfg)
         self.description = describe(self.backend, cfg)
@@ -99,7 +100,7 @@ class Segmenter:
         results: list[Segmentation | None] = [self.lookup(k) if k is not None else None for k in keys]
         todo = [i for i, r in enumerate(results) if r is None]
         if todo:
-            images = [read_channels(folder, image_ids[i], self.backend.channels) for i in todo]
+            images = [read_channels(folder, image_ids[i], self.backend.channels, self.read_options) for i in todo]
             for i, (cells, nuclei) in zip(todo, self.backend.label_many(images)):
                 results[i] = finish(cells, nuclei, self.cfg, self.backend.name)
                 if keys[i] is not None:

@@ -1,0 +1,188 @@
+"""Inference on awkward and bad images, through the real CLI (inference/inference.py) in this process.
+
+A tiny CAM model trained for one step on synthetic images scores a folder that mixes a good image
+with a tiny one, a non-square one, an RGB file where a grayscale channel is expected, an image
+with no cells, one over the pixel limit (a header that claims 9000x9000 over a few bytes of data,
+so decoding it would fail or take gigabytes) and a sample ID with no files at all.
+With `on_bad_image=skip` every ID gets a row, good ones scored normally; with `fail` the run stops
+with an error naming the file and leaves no submission.csv. About 25 s on two cores.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import struct
+import zlib
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from hpacam.classes import CHANNELS, NUM_CLASSES
+from hpacam.masks import decode_mask
+from hpacam.submission import parse_prediction_string, read_submission
+
+REPO = Path(__file__).resolve().parents[1]
+RECIPE = REPO / "configs" / "cam" / "tiny_cpu.yaml"
+GOOD, TINY, WIDE, RGB, BLANK, BIG, ABSENT = "good", "tiny", "wide", "rgbfile", "blank", "big", "absent"
+
+
+@pytest.fixture(autouse=True)
+def one_thread_and_clean_logging():
+    """One torch thread (tiny models, busy machine); drop the log handlers each CLI run adds to the root logger."""
+    threads, handlers = torch.get_num_threads(), list(logging.getLogger().handlers)
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+    for handler in set(logging.getLogger().handlers) - set(handlers):
+        logging.getLogger().removeHandler(handler)
+        handler.close()
+
+
+def png_claiming(path: Path, width: int, height: int) -> None:
+    """A PNG whose header claims width x height over the pixel data of an 8x8 image."""
+    ok, encoded = cv2.imencode(".png", np.zeros((8, 8), np.uint8))
+    data = bytearray(encoded.tobytes())
+    data[16:24] = struct.pack(">II", width, height)  # IHDR width and height
+    data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])))  # the chunk's CRC over type + data
+    path.write_bytes(bytes(data))
+
+
+def copy_image(source: Path, source_id: str, folder: Path, image_id: str, crop=(slice(None), slice(None))) -> None:
+    for channel in CHANNELS:
+        array = cv2.imread(str(source / f"{source_id}_{channel}.png"), cv2.IMREAD_UNCHANGED)
+        cv2.imwrite(str(folder / f"{image_id}_{channel}.png"), np.ascontiguousarray(array[crop]))
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    """(inference config, image folder, sample rows by ID) shared by the tests."""
+    from hpacam.cam.config import TrainCamConfig
+    from hpacam.cam.train import train
+    from hpacam.config import load_config
+    from hpacam.synth import generate_dataset
+
+    root = tmp_path_factory.mktemp("reliability")
+    generate_dataset(root / "synth", 4, 128, seed=21, progress=False)
+    synth = root / "synth"
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        train(load_config(TrainCamConfig, RECIPE, [
+            f"run_dir={root / 'cam'}", f"data.sources=[{{images: {synth / 'images'}, labels: {synth / 'labels.csv'}}}]",
+            "data.image_size=32", "data.fold=-1", "model.kwargs={channels: [8, 16, 32, 64], stem_width: 8}",
+            "train.batch_size=4", "train.epochs=1", "train.progress=false"]))
+    finally:
+        torch.set_num_threads(threads)
+    config = root / "inference.yaml"
+    config.write_text(f"cam_models:\n  - checkpoint: {root / 'cam' / 'last.pt'}\n"
+                      "tta:\n  scales: [1.0]\n  flips: false\nsegmentation:\n  cache:\n    enabled: false\n")
+
+    images, source = root / "images", synth / "images"
+    images.mkdir()
+    source_id = read_submission(synth / "sample_submission.csv")["ID"].iloc[0]
+    copy_image(source, source_id, images, GOOD)
+    copy_image(source, source_id, images, TINY, (slice(40, 56), slice(40, 56)))  # 16x16
+    copy_image(source, source_id, images, WIDE, (slice(0, 80), slice(None)))  # 128 wide, 80 high
+    copy_image(source, source_id, images, RGB)
+    green = cv2.imread(str(images / f"{RGB}_green.png"), cv2.IMREAD_UNCHANGED)
+    cv2.imwrite(str(images / f"{RGB}_green.png"), np.stack([np.zeros_like(green), green, np.zeros_like(green)], -1))
+    for channel in CHANNELS:
+        cv2.imwrite(str(images / f"{BLANK}_{channel}.png"), np.zeros((64, 64), np.uint16))
+        png_claiming(images / f"{BIG}_{channel}.png", 9000, 9000)  # 81 M pixels, over the default 67 M limit
+    sizes = {GOOD: (128, 128), TINY: (16, 16), WIDE: (128, 80), RGB: (128, 128), BLANK: (64, 64),
+             BIG: (9000, 9000), ABSENT: (128, 128)}
+    return config, images, sizes
+
+
+def write_sample(path: Path, sizes: dict, ids: list[str]) -> Path:
+    pd.DataFrame([(i, *sizes[i], "") for i in ids], columns=["ID", "ImageWidth", "ImageHeight",
+                                                             "PredictionString"]).to_csv(path, index=False)
+    return path
+
+
+def run_cli(config: Path, images: Path, sample: Path, out: Path, *overrides: str) -> int:
+    """inference/inference.py's main() -> its exit status (parser.exit raises SystemExit)."""
+    spec = importlib.util.spec_from_file_location("inference_cli", REPO / "inference" / "inference.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    try:
+        return module.main(["--config", str(config), "--images", str(images), "--sample", str(sample),
+                            "--out", str(out), *overrides])
+    except SystemExit as exc:
+        return int(exc.code)
+
+
+def assert_valid_cells(row: pd.Series) -> None:
+    """Every cell has all 19 classes, its mask decodes at the image's own size, cells do not overlap."""
+    items = parse_prediction_string(row["PredictionString"], row["ID"])
+    masks = {item.mask for item in items}
+    assert masks and len(items) == len(masks) * NUM_CLASSES
+    union = sum(decode_mask(m, row["ImageHeight"], row["ImageWidth"]).astype(int) for m in masks)
+    assert union.max() == 1
+
+
+def test_skip_scores_every_good_image_and_leaves_bad_ones_empty_with_a_warning(setup, tmp_path):
+    config, images, sizes = setup
+    ids = [GOOD, BIG, TINY, ABSENT, WIDE, RGB, BLANK]
+    sample = write_sample(tmp_path / "sample.csv", sizes, ids)
+    assert run_cli(config, images, sample, tmp_path / "submission.csv") == 0
+
+    sub = read_submission(tmp_path / "submission.csv")
+    assert sub["ID"].tolist() == ids  # every sample ID once, in the sample's order
+    rows = sub.set_index("ID", drop=False)
+    for image_id in (GOOD, TINY, WIDE, RGB):  # odd sizes and an RGB file (converted) are scored normally
+        assert_valid_cells(rows.loc[image_id])
+    assert [rows.loc[i, "PredictionString"] for i in (BIG, ABSENT, BLANK)] == ["", "", ""]
+    log = (tmp_path / "submission.log.txt").read_text()
+    assert f"skipping {BIG}: {images / BIG}_red.png: 9000x9000 = 81000000 pixels exceeds the limit" in log
+    assert f"skipping {ABSENT}: {images / ABSENT}_red.png: missing channel file" in log
+    assert f"{BLANK}: no cells found; empty prediction string" in log
+    assert f"{RGB}_green.png: 3-channel file where grayscale is expected" in log
+    assert read_submission(tmp_path / "submission.csv").loc[0, "PredictionString"]  # the good image kept its cells
+
+
+@pytest.mark.parametrize("bad, overrides, message", [
+    (BIG, [], "big_red.png: 9000x9000 = 81000000 pixels exceeds the limit of 67108864"),
+    (ABSENT, [], "absent_red.png: missing channel file"),
+    (RGB, ["read.color_file=refuse"], "rgbfile_green.png: has 3 colour channels where a grayscale channel is expected"),
+])
+def test_fail_stops_naming_the_file_and_writes_no_submission(setup, tmp_path, capsys, bad, overrides, message):
+    config, images, sizes = setup
+    sample = write_sample(tmp_path / "sample.csv", sizes, [GOOD, bad])  # the bad image comes after a good one
+    status = run_cli(config, images, sample, tmp_path / "submission.csv", "on_bad_image=fail", *overrides)
+    assert status == 1
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "submission.csv").exists()
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_refused_rgb_file_is_skipped_and_an_image_with_no_cells_is_no_failure(setup, tmp_path):
+    config, images, sizes = setup
+    sample = write_sample(tmp_path / "sample.csv", sizes, [RGB, BLANK])
+    assert run_cli(config, images, sample, tmp_path / "skip.csv", "read.color_file=refuse") == 0
+    assert read_submission(tmp_path / "skip.csv")["PredictionString"].tolist() == ["", ""]
+    assert "skipping rgbfile:" in (tmp_path / "skip.log.txt").read_text()
+
+    blank_only = write_sample(tmp_path / "blank.csv", sizes, [BLANK])  # no cells is an answer, not a bad image
+    assert run_cli(config, images, blank_only, tmp_path / "fail.csv", "on_bad_image=fail") == 0
+    assert read_submission(tmp_path / "fail.csv")["PredictionString"].tolist() == [""]
+
+
+def test_the_configured_pixel_limit_is_checked_before_any_pixel_is_decoded(setup, tmp_path):
+    """A 100x100 header over 8x8 data: a decoder would call it truncated; the limit must speak first."""
+    config, _, _ = setup
+    images = tmp_path / "images"
+    images.mkdir()
+    for channel in CHANNELS:
+        png_claiming(images / f"over_{channel}.png", 100, 100)
+    sample = write_sample(tmp_path / "sample.csv", {"over": (100, 100)}, ["over"])
+    status = run_cli(config, images, sample, tmp_path / "submission.csv", "read.max_pixels=9999")
+    assert status == 0
+    log = (tmp_path / "submission.log.txt").read_text()
+    assert "over_red.png: 100x100 = 10000 pixels exceeds the limit of 9999 (images.max_pixels)" in log
+    assert "truncated" not in log and "3-channel" not in log
