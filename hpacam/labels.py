@@ -27,7 +27,7 @@ def parse_labels(text: object, where: str) -> tuple[int, ...]:
     labels = []
     for token in text.split("|"):
         token = token.strip()
-        if not token.lstrip("-").isdigit():
+        if not (token.isascii() and token.lstrip("-").isdigit()):  # "²".isdigit() is True, int("²") fails
             raise LabelFileError(f"{where}: label {token!r} is not an integer class")
         label = int(token)
         if not 0 <= label < NUM_CLASSES:

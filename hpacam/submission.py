@@ -18,6 +18,7 @@ from hpacam.classes import NUM_CLASSES
 from hpacam.fileio import atomic_path
 
 COLUMNS = ["ID", "ImageWidth", "ImageHeight", "PredictionString"]
+MAX_SIDE = 2 ** 31  # image sides beyond this are corrupt values, not images
 
 
 @dataclass(frozen=True)
@@ -103,10 +104,11 @@ def read_submission(path: str | os.PathLike) -> pd.DataFrame:
         raise ValueError(f"{path}: missing columns {missing}; expected {COLUMNS}")
     for col in ("ImageWidth", "ImageHeight"):
         values = pd.to_numeric(frame[col], errors="coerce")
-        invalid = values.isna() | (values <= 0) | (values % 1 != 0)  # 2.5 must not become 2
+        # 2.5 must not become 2, nor 1e30 wrap around to a negative int64
+        invalid = values.isna() | (values <= 0) | (values % 1 != 0) | (values >= MAX_SIDE)
         if invalid.any():
             bad = frame.loc[invalid, "ID"].tolist()[:5]
-            raise ValueError(f"{path}: {col} is not a positive integer for IDs {bad}")
+            raise ValueError(f"{path}: {col} is not a positive integer below {MAX_SIDE} for IDs {bad}")
         frame[col] = values.astype(int)
     if frame["ID"].duplicated().any():
         raise ValueError(f"{path}: duplicate IDs {frame.loc[frame['ID'].duplicated(), 'ID'].tolist()[:5]}")
