@@ -75,8 +75,12 @@ def header_size(path: Path) -> tuple[int, int]:
     return height, width
 
 
-def read_channel_file(path: str | os.PathLike, options: ReadOptions = ReadOptions()) -> np.ndarray:
-    """One channel file -> 2-D uint8 or uint16 array, with every failure named."""
+def check_header(path: str | os.PathLike, options: ReadOptions = ReadOptions()) -> tuple[int, int]:
+    """(height, width) of a channel file that exists, is not empty and is within the pixel limit.
+
+    Reads the header only, so callers that decode with other libraries (tf.data) can refuse an
+    oversized image before any of its pixels are decoded.
+    """
     path = Path(path)
     if not path.is_file():
         raise ImageReadError(f"{path}: file not found")
@@ -88,6 +92,13 @@ def read_channel_file(path: str | os.PathLike, options: ReadOptions = ReadOption
             f"{path}: {width}x{height} = {height * width} pixels exceeds the limit of "
             f"{options.max_pixels} (images.max_pixels)"
         )
+    return height, width
+
+
+def read_channel_file(path: str | os.PathLike, options: ReadOptions = ReadOptions()) -> np.ndarray:
+    """One channel file -> 2-D uint8 or uint16 array, with every failure named."""
+    path = Path(path)
+    height, width = check_header(path, options)
     array = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     if array is None:
         raise ImageReadError(f"{path}: unreadable or truncated image file (OpenCV could not decode it)")

@@ -26,8 +26,8 @@ from tqdm import tqdm
 from hpacam.cam.tta import TTAConfig
 from hpacam.calibration import (CalibrationRegressor, SigmoidCalibration, feature_matrix, load_regressor,
                                 sigmoid_calibrate)
-from hpacam.classes import NUM_CLASSES
-from hpacam.images import ImageReadError, ReadOptions, read_image
+from hpacam.classes import CHANNELS, NUM_CLASSES
+from hpacam.images import ImageReadError, ReadOptions, channel_path, check_header, read_image
 from hpacam.intensities import Activation, activate, cell_intensities
 from hpacam.masks import encode_label_image
 from hpacam.segmentation import SegmentationConfig, SegmentationError, Segmenter
@@ -291,7 +291,7 @@ def run_inference(cfg: InferenceConfig, images: Path, sample: pd.DataFrame, shar
     start = time.perf_counter()
     bar = tqdm(total=len(rows), desc="inference", unit="img")
     for ids in chunks(rows["ID"].tolist(), cfg.chunk_size):
-        keras = keras_chunk_probs(models, ids, images, cfg)
+        keras = keras_chunk_probs(models, [i for i in ids if header_problem(images, i, cfg.read) is None], images, cfg)
         for image_id in ids:
             results.append(score_or_skip(image_id, images, models, segmenter, keras, sizes[image_id], cfg,
                                          keep=picture_dir is not None and len(results) < cfg.visualise,
@@ -303,10 +303,31 @@ def run_inference(cfg: InferenceConfig, images: Path, sample: pd.DataFrame, shar
     return submission_frame(results, rows), probs_frame(results)
 
 
+def header_problem(folder: Path, image_id: str, options: ReadOptions) -> Optional[ImageReadError]:
+    """The first header problem (over the pixel limit, zero-byte, unreadable) among an image's channel files.
+
+    Checked before any reader decodes: the Keras models' tf.data reader has no pixel limit of its
+    own. A missing file is left to the reader that needs that channel.
+    """
+    for channel in CHANNELS:
+        try:
+            path = channel_path(folder, image_id, channel)
+        except ImageReadError:
+            continue
+        try:
+            check_header(path, options)
+        except ImageReadError as exc:
+            return exc
+    return None
+
+
 def score_or_skip(image_id: str, images: Path, models: Models, segmenter: Segmenter, keras: dict,
                   size: tuple[int, int], cfg: InferenceConfig, keep: bool, picture_dir: Optional[Path]) -> ImageResult:
     """Score one image; under `on_bad_image=skip` a bad image gets an empty prediction and a warning."""
     try:
+        problem = header_problem(images, image_id, cfg.read)
+        if problem is not None:
+            raise problem
         if models.image_models and image_id not in keras:
             raise ImageReadError(f"{images / image_id}_*: unreadable by the image-level models")
         result = score_image(image_id, images, models, segmenter, keras.get(image_id), cfg, keep_pictures=keep)

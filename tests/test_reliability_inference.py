@@ -11,6 +11,7 @@ with an error naming the file and leaves no submission.csv. About 25 s on two co
 from __future__ import annotations
 
 import importlib.util
+import os
 import logging
 import struct
 import zlib
@@ -186,3 +187,25 @@ def test_the_configured_pixel_limit_is_checked_before_any_pixel_is_decoded(setup
     log = (tmp_path / "submission.log.txt").read_text()
     assert "over_red.png: 100x100 = 10000 pixels exceeds the limit of 9999 (images.max_pixels)" in log
     assert "truncated" not in log and "3-channel" not in log
+
+
+def test_with_keras_models_too_an_oversized_image_is_refused_before_any_decoder_sees_it(setup, tmp_path):
+    """tf.data has no pixel limit: the image must be refused from its header before the Keras models read it."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from hpacam.tf.config import ModelConfig
+    from hpacam.tf.models import build_model
+
+    config, images, sizes = setup
+    model = tmp_path / "image_level.keras"
+    build_model(ModelConfig(architecture="tiny", dropout=0.0), 32).save(model)  # untrained: only reading matters
+    with_keras = tmp_path / "inference.yaml"
+    with_keras.write_text(config.read_text() + f"image_models:\n  - model: {model}\n    color_mode: rgb\n")
+    sample = write_sample(tmp_path / "sample.csv", sizes, [GOOD, BIG])
+    assert run_cli(with_keras, images, sample, tmp_path / "submission.csv") == 0
+
+    sub = read_submission(tmp_path / "submission.csv").set_index("ID", drop=False)
+    assert_valid_cells(sub.loc[GOOD])
+    assert sub.loc[BIG, "PredictionString"] == ""
+    log = (tmp_path / "submission.log.txt").read_text()
+    assert f"skipping {BIG}: {images / BIG}_red.png: 9000x9000 = 81000000 pixels exceeds the limit" in log
+    assert "image-level models could not read" not in log
