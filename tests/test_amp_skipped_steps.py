@@ -81,7 +81,7 @@ def test_an_overflowing_step_is_skipped_counted_and_logged(clip, caplog):
     assert "optimizer step skipped (1 so far)" in caplog.text
 
 
-@pytest.mark.filterwarnings("ignore:Detected call of `lr_scheduler.step\(\)` before")
+@pytest.mark.filterwarnings(r"ignore:Detected call of `lr_scheduler.step\(\)` before")
 def test_the_count_reaches_the_epoch_log_and_survives_a_resume(tmp_path, caplog):
     ctx, model = step_context()
     for _ in range(3):

@@ -5,7 +5,7 @@ resume from exactly that step, and the run that finally completes must hold the 
 optimizer state and per-epoch losses as a run that was never interrupted (issue 9).
 
 One optimizer step per epoch makes the trainer write `last.pt` (and metrics.csv) after every step,
-so the kills have many writes to land in. About 25 s on two cores, with the imports paid once (see Launcher).
+so the kills have many writes to land in. About 20 s on two cores (35 s with both cores busy elsewhere), with the imports paid once (see Launcher).
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ EPOCHS = 60
 # Where each kill lands, after the first (at a random moment once a checkpoint exists): inside a
 # write of last.pt, inside a write of metrics.csv (written just before last.pt), or at random.
 KILLS = ["last.pt"] * 3 + ["metrics.csv"] * 2 + [None] * 2
+ATTEMPTS = 4
 
 
 @pytest.fixture(scope="module")
@@ -169,15 +170,19 @@ def test_sigkill_during_training_and_checkpoint_writes_always_leaves_a_resumable
     plan = [None] + rng.sample(KILLS, len(KILLS))
     steps_seen = []
     launcher = Launcher(tmp_path / "launcher.log")
-    for cycle, target in enumerate(plan):
-        assert kill_once(launcher, images, run_dir, cycle, target, rng), f"cycle {cycle} ended before the kill"
-        checkpoint = read_checkpoint(run_dir / "last.pt")  # weights_only=True, format checked
-        load_cam_model(run_dir / "last.pt")
-        steps_seen.append(checkpoint["step"])
-        if target is not None:  # the kill landed mid-write: its temporary file is still there
-            assert being_written(run_dir, target), f"cycle {cycle}: the {target} write had finished"
-        stale = [p for p in run_dir.iterdir() if p.name.startswith(".")]
-        assert all(p.name.endswith(".tmp") for p in stale), stale  # only atomic_path temp files are left
+    for target in plan:
+        for _ in range(ATTEMPTS):  # a busy machine may let the write finish between seeing it and the kill
+            cycle = len(steps_seen)
+            assert kill_once(launcher, images, run_dir, cycle, target, rng), f"cycle {cycle} ended before the kill"
+            checkpoint = read_checkpoint(run_dir / "last.pt")  # weights_only=True, format checked
+            load_cam_model(run_dir / "last.pt")
+            steps_seen.append(checkpoint["step"])
+            stale = [p for p in run_dir.iterdir() if p.name.startswith(".")]
+            assert all(p.name.endswith(".tmp") for p in stale), stale  # only atomic_path temp files are left
+            if target is None or being_written(run_dir, target):  # its temporary file is still there
+                break
+        else:
+            raise AssertionError(f"no kill landed inside a {target} write in {ATTEMPTS} attempts")
     assert steps_seen == sorted(steps_seen) and steps_seen[-1] < EPOCHS
 
     status = launcher.wait(launcher.start(training_argv(images, run_dir)))
