@@ -5,7 +5,8 @@ resume from exactly that step, and the run that finally completes must hold the 
 optimizer state and per-epoch losses as a run that was never interrupted (issue 9).
 
 One optimizer step per epoch makes the trainer write `last.pt` (and metrics.csv) after every step,
-so the kills have many writes to land in. About 20 s on two cores (35 s with both cores busy elsewhere), with the imports paid once (see Launcher).
+so the kills have many writes to land in. About 20 s on two cores (35 s with both cores busy
+elsewhere), the imports paid once (see Launcher).
 """
 
 from __future__ import annotations

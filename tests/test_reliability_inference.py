@@ -185,7 +185,8 @@ def test_the_configured_pixel_limit_is_checked_before_any_pixel_is_decoded(setup
     status = run_cli(config, images, sample, tmp_path / "submission.csv", "read.max_pixels=9999")
     assert status == 0
     log = (tmp_path / "submission.log.txt").read_text()
-    assert "over_red.png: 100x100 = 10000 pixels exceeds the limit of 9999 (read.max_pixels in the inference config)" in log
+    limit = "over_red.png: 100x100 = 10000 pixels exceeds the limit of 9999 (read.max_pixels in the inference config)"
+    assert limit in log
     assert "truncated" not in log and "3-channel" not in log
 
 
