@@ -5,6 +5,10 @@
 - `broadcast`: every cell receives its image's class probabilities, as the competition's public
   baseline did. Fed with the true image labels it shows how far image-level knowledge alone goes;
   its gap to 1.0 is what single-cell localisation has to earn.
+- `cell-oracle`: the models' image probabilities on the truth cells, with every cell ranked
+  perfectly inside its image (a class the image carries goes only to the cells that carry it).
+  No cell stage that only reorders the cells of an image can beat it: it measures how much the
+  image-level probabilities leave for single-cell localisation to win.
 
 Inputs come from a truth file (masks and sizes) or a folder of cell label images
 (`{ID}.png`, 16-bit, 0 = background) plus a sample submission for the sizes, and from a
@@ -78,6 +82,24 @@ def broadcast(masks_by_id: Mapping[str, Mapping[int, str]], image_probs: Mapping
             raise ValueError(f"ID {image_id}: expected {NUM_CLASSES} probabilities, got shape {probabilities.shape}")
         width, height = sizes[image_id]
         rows.append((image_id, int(width), int(height), broadcast_prediction_string(masks, probabilities)))
+    return make_submission_frame(rows)
+
+
+def cell_oracle(truth: pd.DataFrame, image_probs: Mapping[str, np.ndarray], name: str = "truth") -> pd.DataFrame:
+    """Truth cells with their image's probabilities, dropped for the image's classes a cell lacks."""
+    require_ids(dict.fromkeys(truth["ID"]), image_probs, "image probabilities")
+    rows = []
+    for image_id, width, height, text in truth[["ID", "ImageWidth", "ImageHeight", "PredictionString"]].itertuples(
+            index=False):
+        cell_labels: dict[str, set[int]] = {}
+        for item in parse_prediction_string(text, f"{name}: ID {image_id}"):
+            cell_labels.setdefault(item.mask, set()).add(item.label)
+        image_labels = set().union(*cell_labels.values())
+        probabilities = np.asarray(image_probs[image_id], dtype=np.float64)
+        items = [CellPrediction(label, float(probabilities[label]), mask) for mask, labels in cell_labels.items()
+                 for label in range(NUM_CLASSES)
+                 if probabilities[label] > 0 and (label in labels or label not in image_labels)]
+        rows.append((image_id, int(width), int(height), format_prediction_string(items)))
     return make_submission_frame(rows)
 
 
@@ -203,6 +225,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     probs.add_argument("--labels", type=Path, help="Kaggle labels CSV (ID,Label with |-joined labels)")
     probs.add_argument("--probs", type=Path, help="image probability CSV (ID and columns 0..18)")
     broadcast_cmd.add_argument("--out", required=True, type=Path)
+    ceiling_cmd = commands.add_parser("cell-oracle", help="image probabilities, cells ranked perfectly within images")
+    ceiling_cmd.add_argument("--truth", required=True, type=Path)
+    ceiling_cmd.add_argument("--probs", required=True, type=Path, help="image probability CSV (ID and columns 0..18)")
+    ceiling_cmd.add_argument("--out", required=True, type=Path)
     args = parser.parse_args(argv)
     if args.command == "broadcast" and args.cells is not None and args.sample is None:
         parser.error("--cells needs --sample for the image IDs and sizes")
@@ -227,7 +253,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     """CLI: write the chosen baseline's submission; errors are one line on stderr and exit status 1."""
     args = parse_args(argv)
     try:
-        frame = oracle(read_submission(args.truth), str(args.truth)) if args.command == "oracle" else run_broadcast(args)
+        if args.command == "oracle":
+            frame = oracle(read_submission(args.truth), str(args.truth))
+        elif args.command == "cell-oracle":
+            frame = cell_oracle(read_submission(args.truth), image_probs_from_probability_csv(args.probs), str(args.truth))
+        else:
+            frame = run_broadcast(args)
         write_submission(frame, args.out)
     except (ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -18,6 +18,7 @@ from pycocotools import mask as coco_mask
 
 from hpacam.baselines import (
     broadcast,
+    cell_oracle,
     image_probs_from_labels_csv,
     image_probs_from_probability_csv,
     masks_from_cell_images,
@@ -312,6 +313,26 @@ def one_hot(labels: list[int]) -> np.ndarray:
     return probabilities
 
 
+def test_cell_oracle_ranks_cells_perfectly_inside_images_but_keeps_the_image_probabilities():
+    # img1 carries 0 (cell A only) and 16 (cell B only); img2 carries 3. The models give img2 a
+    # higher class-0 probability than img1, a mistake no within-image ranking can undo.
+    truth = frame(row("img1", [(0, 1, CELL_A), (16, 1, CELL_B)]), row("img2", [(3, 1, CELL_C)]))
+    probs = {"img1": 0.5 * one_hot([0, 16]), "img2": 0.9 * one_hot([0, 3])}
+    masks_by_id, sizes = masks_from_truth(truth)
+    ceiling = cell_oracle(truth, probs)
+    kept = {image: parse_triples(text) for image, text in zip(ceiling["ID"], ceiling["PredictionString"])}
+    assert kept["img1"] == {(0, CELL_A), (16, CELL_B)}  # the image's classes go only to their cells
+    assert kept["img2"] == {(0, CELL_C), (3, CELL_C)}  # a class the image lacks stays on every cell
+    assert score(truth, ceiling) == pytest.approx((0.5 + 1 + 1) / 3)  # class 0: the img2 FP ranks first
+    assert score(truth, ceiling) > score(truth, broadcast(masks_by_id, probs, sizes))
+    assert score(truth, cell_oracle(truth, {"img1": one_hot([0, 16]), "img2": one_hot([3])})) == 1.0
+
+
+def parse_triples(text: str) -> set[tuple[int, str]]:
+    parts = text.split()
+    return {(int(parts[i]), parts[i + 2]) for i in range(0, len(parts), 3)}
+
+
 def test_broadcast_needs_probabilities_for_every_image():
     masks_by_id, sizes = masks_from_truth(TRUTH_ABC)
     with pytest.raises(ValueError, match="img"):
@@ -352,6 +373,10 @@ def test_baselines_cli(tmp_path):
     assert baselines_main(["broadcast", "--truth", str(tmp_path / "truth.csv"), "--labels",
                            str(tmp_path / "labels.csv"), "--out", str(tmp_path / "b.csv")]) == 0
     assert evaluate_files(tmp_path / "truth.csv", tmp_path / "b.csv").mean_average_precision == pytest.approx(0.5)
+    pd.DataFrame([["img", *one_hot([0, 16])]], columns=["ID", *map(str, range(19))]).to_csv(tmp_path / "p.csv", index=False)
+    assert baselines_main(["cell-oracle", "--truth", str(tmp_path / "truth.csv"), "--probs", str(tmp_path / "p.csv"),
+                           "--out", str(tmp_path / "c.csv")]) == 0
+    assert evaluate_files(tmp_path / "truth.csv", tmp_path / "c.csv").mean_average_precision == 1.0
 
 
 def test_baselines_cli_error_names_the_labels_file(tmp_path, capsys):
