@@ -158,6 +158,9 @@ def predict_and_score(demo: Demo, test: Path, config: Path) -> None:
              "--sample", str(sample), "--probs", str(out / "submission.image_probs.csv"),
              "--out", str(preds / "broadcast_same_models.csv"))
     demo.evaluate("broadcast_same_models", truth, preds / "broadcast_same_models.csv")
+    demo.run("cell-oracle, same models", "-m", "hpacam.baselines", "cell-oracle", "--truth", str(truth),
+             "--probs", str(out / "submission.image_probs.csv"), "--out", str(preds / "cell_oracle_same_models.csv"))
+    demo.evaluate("cell_oracle_same_models", truth, preds / "cell_oracle_same_models.csv")
     demo.run("broadcast, true labels, predicted masks", "-m", "hpacam.baselines", "broadcast", "--cells",
              str(out / "segmented"), "--sample", str(sample), "--labels", str(test / "labels.csv"),
              "--out", str(preds / "broadcast_true_labels_predicted_masks.csv"))
@@ -171,6 +174,8 @@ def predict_and_score(demo: Demo, test: Path, config: Path) -> None:
 ROWS = [
     ("pipeline", "the pipeline (segmentation, Puzzle-CAM, calibration, image-level blend)"),
     ("broadcast_same_models", "`broadcast` with the same models' image probabilities, same masks"),
+    ("cell_oracle_same_models", "`cell-oracle`: the same image probabilities, truth cells ranked perfectly within "
+                                "each image (the most any within-image cell ranking can reach)"),
     ("broadcast_true_labels_predicted_masks", "`broadcast` with the true image labels, same masks"),
     ("broadcast_true_labels", "`broadcast` with the true image labels, truth masks"),
     ("oracle_segmentation_pipeline", "`oracle` segmentation (truth masks) + the pipeline"),
@@ -190,6 +195,10 @@ def write_report(demo: Demo) -> Path:
     if ratio is not None:
         lines += ["", f"Pipeline / broadcast with the same models: **{ratio:.2f}x** "
                   "(the 1st-place solution reached 1.32x on the real private leaderboard, the 21st 1.17x)."]
+    if metrics.get("cell_oracle_same_models") and metrics.get("broadcast_same_models"):
+        ceiling = metrics["cell_oracle_same_models"] / metrics["broadcast_same_models"]
+        lines += [f"Perfect cell ranking inside each image would reach **{ceiling:.2f}x** with these image "
+                  "probabilities (`cell-oracle`): beyond that, a pipeline must also rank images better."]
     pictures = sorted((demo.out / "pictures").glob("*.png"))
     plots = sorted((demo.out / "regressor").glob("*_mapping.png"))
     lines += ["", "## Pictures", ""]
