@@ -3,11 +3,12 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 SEED ?= 0
+SEEDS ?= 0 1
 # Keep CPU tests and the demo on the two cores the project's machines have, and TensorFlow quiet.
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export OMP_NUM_THREADS ?= 2
 
-.PHONY: demo test install clean-venv
+.PHONY: demo ablation test install clean-venv
 
 $(VENV)/.installed: requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +23,10 @@ test: install
 
 demo: install
 	$(PY) -m hpacam.demo --out data/demo --seed $(SEED)
+
+# The ablation table of docs/ablation.md: one demo per seed under data/ablation, then one change at a time.
+ablation: install
+	$(PY) -m hpacam.ablation --seeds $(SEEDS) --root data/ablation
 
 clean-venv:
 	rm -rf $(VENV)

@@ -210,12 +210,9 @@ def write_report(demo: Demo) -> Path:
     return atomic_write_text(demo.out / "report.md", "\n".join(lines))
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=Path("data/demo"))
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
-    demo = Demo(out=args.out.resolve(), cfg=DemoConfig(seed=args.seed))
+def run_demo(out: Path, seed: int) -> Demo:
+    """Every stage of the demo into `out`; returns it with its metrics (report.md written)."""
+    demo = Demo(out=out.resolve(), cfg=DemoConfig(seed=seed))
     demo.out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     train, test = generate_data(demo)
@@ -227,6 +224,15 @@ def main(argv: list[str] | None = None) -> None:
     report = write_report(demo)
     print("\n" + report.read_text())
     print(f"demo: done in {time.perf_counter() - start:.0f} s; report: {report}")
+    return demo
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=Path("data/demo"))
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    run_demo(args.out, args.seed)
 
 
 if __name__ == "__main__":
