@@ -27,7 +27,7 @@ from hpacam.calibration import INTENSITY_COLUMNS
 from hpacam.cam.tta import TTAConfig
 from hpacam.classes import NUM_CLASSES
 from hpacam.fileio import atomic_path
-from hpacam.images import read_image
+from hpacam.images import ReadOptions, read_image
 from hpacam.intensities import Activation, activate, cell_intensities
 from hpacam.labels import multi_hot, read_labels
 from hpacam.segmentation import SegmentationConfig, Segmenter
@@ -47,6 +47,7 @@ class ExtractConfig:
     activation: Activation = "swish"
     tta: TTAConfig = field(default_factory=TTAConfig)
     segmentation: SegmentationConfig = field(default_factory=SegmentationConfig)
+    read: ReadOptions = field(default_factory=ReadOptions)  # the same limits and RGB policy as inference
     device: str = "cpu"
     max_images: int = 0  # 0: all selected images
 
@@ -119,7 +120,7 @@ def extract(cfg: ExtractConfig) -> pd.DataFrame:
     log.info("%d images, %d models, targets from %s", len(labels), len(cfg.checkpoints),
              "per-cell truth" if truth else "image labels")
     models = load_cam_models(cfg.checkpoints, cfg.device)
-    segmenter = Segmenter(cfg.segmentation)
+    segmenter = Segmenter(cfg.segmentation, read_options=cfg.read)
     image_targets = multi_hot(labels["labels"])
     frames = []
     for row, image_id in enumerate(tqdm(labels["ID"], desc="intensities", unit="img")):
@@ -131,7 +132,7 @@ def extract(cfg: ExtractConfig) -> pd.DataFrame:
             targets = truth.targets(image_id, seg.cells, cfg.match_iou)
         else:
             targets = np.tile(image_targets[row], (seg.n_cells + 1, 1))
-        images = {mode: read_image(cfg.images, image_id, mode) for mode in {cam.mode for cam in models}}
+        images = {mode: read_image(cfg.images, image_id, mode, options=cfg.read) for mode in {cam.mode for cam in models}}
         for cam in models:
             probs, maps = predict_maps(cam, images[cam.mode], cfg.tta, cfg.device)
             result = cell_intensities(seg.cells, activate(maps, cfg.activation), probs)

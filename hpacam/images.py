@@ -90,7 +90,7 @@ def check_header(path: str | os.PathLike, options: ReadOptions = ReadOptions()) 
     if height * width > options.max_pixels:
         raise ImageReadError(
             f"{path}: {width}x{height} = {height * width} pixels exceeds the limit of "
-            f"{options.max_pixels} (read.max_pixels in the inference config)"
+            f"{options.max_pixels} (read.max_pixels in the config; data.read.max_pixels for CAM training)"
         )
     return height, width
 
@@ -116,7 +116,8 @@ def _to_grayscale(array: np.ndarray, path: Path, policy: ColorPolicy) -> np.ndar
         if policy == "refuse":
             raise ImageReadError(
                 f"{path}: has {array.shape[2]} colour channels where a grayscale channel is expected "
-                "(read.color_file=convert in the inference config takes the brightest channel)"
+                "(read.color_file=convert in the config, data.read.color_file for CAM training, "
+                "takes the brightest channel)"
             )
         log.warning("%s: %d-channel file where grayscale is expected; using the per-pixel maximum",
                     path, array.shape[2])

@@ -25,7 +25,11 @@ def prepare_run_dir(run_dir: str | Path, cfg: Any, log_name: str = "log.txt") ->
 
 
 def setup_logging(log_file: str | Path | None = None, level: int = logging.INFO) -> None:
-    """Log to stderr and, when given, to a file (appending, so resumed runs keep their history)."""
+    """Log to stderr and, when given, to a file (appending, so resumed runs keep their history).
+
+    A new log file replaces the previous run's: stages run one after another in one process (the
+    demo, the ablation, notebooks) must not write each other's lines into their run folders.
+    """
     root = logging.getLogger()
     root.setLevel(level)
     formatter = logging.Formatter(LOG_FORMAT)
@@ -34,9 +38,15 @@ def setup_logging(log_file: str | Path | None = None, level: int = logging.INFO)
         console.setFormatter(formatter)
         console._hpacam_console = True  # type: ignore[attr-defined]
         root.addHandler(console)
-    if log_file is not None:
-        log_file = str(Path(log_file).resolve())
-        if not any(getattr(h, "baseFilename", None) == log_file for h in root.handlers):
-            handler = logging.FileHandler(log_file)
-            handler.setFormatter(formatter)
-            root.addHandler(handler)
+    if log_file is None:
+        return
+    log_file = str(Path(log_file).resolve())
+    for handler in [h for h in root.handlers if getattr(h, "_hpacam_run_log", False)]:
+        if handler.baseFilename != log_file:
+            root.removeHandler(handler)
+            handler.close()
+    if not any(getattr(h, "baseFilename", None) == log_file for h in root.handlers):
+        handler = logging.FileHandler(log_file)
+        handler.setFormatter(formatter)
+        handler._hpacam_run_log = True  # type: ignore[attr-defined]
+        root.addHandler(handler)

@@ -185,7 +185,7 @@ def test_the_configured_pixel_limit_is_checked_before_any_pixel_is_decoded(setup
     status = run_cli(config, images, sample, tmp_path / "submission.csv", "read.max_pixels=9999")
     assert status == 0
     log = (tmp_path / "submission.log.txt").read_text()
-    limit = "over_red.png: 100x100 = 10000 pixels exceeds the limit of 9999 (read.max_pixels in the inference config)"
+    limit = "over_red.png: 100x100 = 10000 pixels exceeds the limit of 9999 (read.max_pixels in the config; data.read.max_pixels for CAM training)"
     assert limit in log
     assert "truncated" not in log and "3-channel" not in log
 
@@ -210,3 +210,23 @@ def test_with_keras_models_too_an_oversized_image_is_refused_before_any_decoder_
     log = (tmp_path / "submission.log.txt").read_text()
     assert f"skipping {BIG}: {images / BIG}_red.png: 9000x9000 = 81000000 pixels exceeds the limit" in log
     assert "image-level models could not read" not in log
+
+
+def test_intensity_extraction_reads_with_the_configured_options(setup, tmp_path):
+    """The regressor's training stage honours read.color_file / read.max_pixels as inference does."""
+    from hpacam.config import load_config
+    from hpacam.extraction import ExtractConfig, extract
+    from hpacam.images import ImageReadError
+
+    config, images, _ = setup
+    labels = tmp_path / "labels.csv"
+    labels.write_text(f"ID,Label\n{RGB},0\n")
+    base = [f"images={images}", f"labels={labels}", f"checkpoints=[{config.parent / 'cam' / 'last.pt'}]",
+            f"out_dir={tmp_path / 'out'}", "cell_truth=false", "tta.scales=[1.0]", "tta.flips=false",
+            "segmentation.cache.enabled=false"]
+    rows = extract(load_config(ExtractConfig, None, base))
+    assert len(rows) > 0 and set(rows["image"]) == {RGB}
+    with pytest.raises(ImageReadError, match="rgbfile_green.png: has 3 colour channels"):
+        extract(load_config(ExtractConfig, None, [*base, "read.color_file=refuse"]))
+    with pytest.raises(ImageReadError, match=r"exceeds the limit of 9999 \(read.max_pixels"):
+        extract(load_config(ExtractConfig, None, [*base, "read.max_pixels=9999"]))

@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Optional
 
+from hpacam.images import ReadOptions
+
 
 @dataclass
 class ModelConfig:
@@ -40,6 +42,7 @@ class DataConfig:
     fold_seed: int = 42
     num_workers: int = 2
     val_batch_size: int = 0  # 0: twice train.batch_size
+    read: ReadOptions = field(default_factory=ReadOptions)  # pixel limit and RGB-file policy
 
 
 @dataclass

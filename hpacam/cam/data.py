@@ -17,7 +17,7 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from hpacam.cam.config import AugmentConfig, DataConfig
-from hpacam.images import COLOR_MODES, EXTENSIONS, ImageReadError, read_image, resize_image
+from hpacam.images import COLOR_MODES, EXTENSIONS, ImageReadError, ReadOptions, read_image, resize_image
 from hpacam.labels import combine_label_tables, make_folds, multi_hot, read_labels
 
 log = logging.getLogger(__name__)
@@ -131,8 +131,10 @@ class CamDataset(Dataset):
     """(image (C, S, S) float32 in [0, 1], targets (19,), index) per item; augmented when training."""
 
     def __init__(self, images: LabelledImages, image_size: int, mode: str = "rgby",
-                 augment_cfg: AugmentConfig | None = None, seed: int = 0):
+                 augment_cfg: AugmentConfig | None = None, seed: int = 0,
+                 read_options: ReadOptions = ReadOptions()):
         self.images = images
+        self.read_options = read_options
         self.image_size = image_size
         self.mode = mode
         self.augment_cfg = augment_cfg if augment_cfg is not None and augment_cfg.enabled else None
@@ -149,9 +151,9 @@ class CamDataset(Dataset):
     def __getitem__(self, index: int):
         image_id, folder = self.images.ids[index], self.images.folders[index]
         if self.augment_cfg is None:
-            image = read_image(folder, image_id, self.mode, size=self.image_size)
+            image = read_image(folder, image_id, self.mode, size=self.image_size, options=self.read_options)
         else:
-            image = read_image(folder, image_id, self.mode)
+            image = read_image(folder, image_id, self.mode, options=self.read_options)
             image = augment(image, self.image_size, self.augment_cfg, sample_rng(self.seed, self.epoch, index))
         tensor = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
         return tensor, torch.from_numpy(self.images.targets[index]), index

@@ -452,11 +452,12 @@ class Loaders:
 
 
 def build_loaders(train_images, val_images, cfg: TrainCamConfig, procs: Processes) -> Loaders:
-    train_set = CamDataset(train_images, cfg.data.image_size, cfg.data.mode, cfg.augment, cfg.train.seed)
+    train_set = CamDataset(train_images, cfg.data.image_size, cfg.data.mode, cfg.augment, cfg.train.seed,
+                           read_options=cfg.data.read)
     train_sampler = ShardedSampler(len(train_images), True, cfg.train.seed, procs.rank, procs.world_size)
     validation = None
     if val_images is not None:
-        val_set = CamDataset(val_images, cfg.data.image_size, cfg.data.mode)
+        val_set = CamDataset(val_images, cfg.data.image_size, cfg.data.mode, read_options=cfg.data.read)
         val_sampler = ShardedSampler(len(val_images), False, 0, procs.rank, procs.world_size, pad=False)
         validation = make_loader(val_set, val_sampler, cfg.data.val_batch_size or 2 * cfg.train.batch_size, cfg, procs)
     return Loaders(train_set, train_sampler, make_loader(train_set, train_sampler, cfg.train.batch_size, cfg, procs),
