@@ -117,15 +117,17 @@ def ablate(demo: Demo) -> dict[str, float]:
 
 
 def format_table(results: dict[int, dict[str, float]]) -> list[str]:
+    """One row per variant, one column per seed, then the mean and its difference from the pipeline's."""
     seeds = sorted(results)
-    mean = len(seeds) > 1
-    head = "| variant | " + " | ".join(f"seed {s}" for s in seeds) + (" | mean |" if mean else " |")
-    lines = [head, "|---" * (len(seeds) + 1 + mean) + "|"]
+    pipeline = sum(results[s]["pipeline"] for s in seeds) / len(seeds)
+    head = "| variant | " + " | ".join(f"seed {s}" for s in seeds) + " | mean | mean - pipeline |"
+    lines = [head, "|---" * (len(seeds) + 3) + "|"]
     for key, label in [(v.key, v.label) for v in VARIANTS] + REFERENCES:
         values = [results[s].get(key) for s in seeds]
         if any(v is None for v in values):
             continue
-        cells = [f"{v:.4f}" for v in values] + ([f"{sum(values) / len(values):.4f}"] if mean else [])
+        mean = sum(values) / len(values)
+        cells = [f"{v:.4f}" for v in values] + [f"{mean:.4f}", "" if key == "pipeline" else f"{mean - pipeline:+.4f}"]
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return lines
 
@@ -138,7 +140,8 @@ def write_doc(path: Path, results: dict[int, dict[str, float]], cfg: DemoConfig,
              f"{cfg.cam_epochs} epochs, regressor on {cfg.extract_images} training images, a one-layer Keras ViT). "
              "Each row changes one thing from the demo's pipeline; mAP is the competition metric (mask IoU 0.6) "
              "against the synthetic truth of the test set.", "", *format_table(results), "",
-             f"Machine: {platform.machine()} {platform.system()}, CPU only; the whole run took {minutes:.0f} min.", "",
+             f"Machine: {platform.machine()} {platform.system()}, CPU only; this run took {minutes:.0f} min "
+             "(demos already in the ablation folder are reused).", "",
              "How to read it: `broadcast` gives every cell of an image the image's probabilities; "
              "`cell-oracle` keeps those probabilities but ranks the cells of each image perfectly, so it bounds "
              "what any cell stage that only reorders cells within images can add. The pipeline can pass it "
