@@ -106,7 +106,8 @@ def train_models(demo: Demo, train: Path) -> tuple[Path, Path]:
              "train.progress=false", f"train.seed={cfg.seed}")
     demo.run("train image-level Keras model", "train-image-level-model/train_img.py", "--config",
              "configs/img/tiny_cpu.yaml", f"run_dir={out / 'img'}", f"data.images={train / 'images'}",
-             f"data.labels={train / 'labels.csv'}", f"train.epochs={cfg.keras_epochs}", f"seed={cfg.seed}")
+             f"data.labels={train / 'labels.csv'}", f"train.epochs={cfg.keras_epochs}", f"seed={cfg.seed}",
+             "deterministic=true")
     return out / "cam" / "last.pt", out / "img" / "best.keras"
 
 

@@ -161,3 +161,24 @@ def test_big_architectures_build_without_downloading(name, features):
     assert model.output_shape == (None, 19)
     assert model.get_layer("probabilities").input.shape[-1] == features
     assert model.get_layer("probabilities").dtype_policy.name == "float32"
+
+
+@pytest.fixture
+def op_determinism_off_afterwards():
+    """enable_op_determinism is process-wide; switch it off again so later tests run as users' runs do."""
+    from tensorflow.python.framework import config as tf_framework_config
+
+    yield
+    tf_framework_config.disable_op_determinism()
+
+
+def test_deterministic_runs_are_bit_identical(tmp_path, dataset, op_determinism_off_afterwards):
+    """`deterministic=true` (the demo's setting): the same seed gives the same weights, augmentation included."""
+    images, labels = dataset
+    runs = [train_main(tiny_args(tmp_path / f"run{i}", images, labels, "deterministic=true", "seed=3"))
+            for i in range(2)]
+    first, second = (run.model.get_weights() for run in runs)
+    assert len(first) == len(second) > 0
+    for a, b in zip(first, second):
+        np.testing.assert_array_equal(a, b)
+    assert load_config(ImgTrainConfig, tmp_path / "run0" / "config.yaml").deterministic

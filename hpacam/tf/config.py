@@ -84,6 +84,8 @@ class RecordsConfig:
 class ImgTrainConfig:
     run_dir: str = "data/img/run"
     seed: int = 0
+    # Bit-identical reruns (the demo's promise): deterministic kernels and tf.data order, slower.
+    deterministic: bool = False
     strategy: StrategyConfig = field(default_factory=StrategyConfig)
     data: DataConfig = field(default_factory=DataConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)

@@ -83,6 +83,8 @@ def train(cfg: ImgTrainConfig) -> TrainResult:
                          "set train.backup_dir=gs://... to keep the pre-emption backup in a bucket")
     run_dir = str(prepare_run_dir(cfg.run_dir, cfg))
     keras.utils.set_random_seed(cfg.seed)
+    if cfg.deterministic:
+        tf.config.experimental.enable_op_determinism()
     choice = select_strategy(cfg.strategy.tpu)
     policy = set_precision(cfg.strategy.precision, choice.kind)
     global_batch = choice.global_batch(cfg.train.batch_per_replica)
