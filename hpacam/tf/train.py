@@ -18,6 +18,7 @@ import tensorflow as tf
 from hpacam.config import parse_args
 from hpacam.runs import prepare_run_dir
 from hpacam.tf import storage
+from hpacam.tf.backup import repair_backup, trim_history
 from hpacam.tf.callbacks import BestModelCheckpoint, StopBeforeTimeLimit
 from hpacam.tf.config import ImgTrainConfig
 from hpacam.tf.data import folder_datasets
@@ -29,7 +30,6 @@ log = logging.getLogger(__name__)
 
 BEST_MODEL = "best.keras"
 HISTORY = "history.csv"
-BACKUP_METADATA = "training_metadata.json"  # written by keras.callbacks.BackupAndRestore
 
 
 @dataclass
@@ -59,8 +59,9 @@ def make_callbacks(cfg: ImgTrainConfig, run_dir: str, monitor: str, resuming: bo
                    policy: str) -> list[keras.callbacks.Callback]:
     train = cfg.train
     export = float32_copy if policy != "float32" else None  # the saved model runs anywhere
+    # The backup goes last: the epoch's best model and history row are written before the backup
+    # marks the epoch done, so a kill in between re-runs the epoch instead of losing its row.
     callbacks = [
-        keras.callbacks.BackupAndRestore(backup_dir(cfg), double_checkpoint=True, delete_checkpoint=False),
         BestModelCheckpoint(storage.join(run_dir, BEST_MODEL), monitor, train.monitor_mode, resume=resuming,
                             export=export),
         keras.callbacks.ReduceLROnPlateau(monitor=monitor, mode=train.monitor_mode, factor=train.plateau_factor,
@@ -69,6 +70,8 @@ def make_callbacks(cfg: ImgTrainConfig, run_dir: str, monitor: str, resuming: bo
     ]
     if train.time_limit_min > 0:
         callbacks.append(StopBeforeTimeLimit(train.time_limit_min * 60))
+    callbacks.append(keras.callbacks.BackupAndRestore(backup_dir(cfg), double_checkpoint=True,
+                                                      delete_checkpoint=False))
     return callbacks
 
 
@@ -93,9 +96,11 @@ def train(cfg: ImgTrainConfig) -> TrainResult:
     with choice.strategy.scope():
         model = build_model(cfg.model, cfg.data.image_size)
         compile_model(model, cfg.train)
-    resuming = storage.exists(storage.join(backup_dir(cfg), BACKUP_METADATA))
+    completed = repair_backup(backup_dir(cfg))
+    resuming = completed is not None
     if resuming:
-        log.info("resuming from the backup in %s", backup_dir(cfg))
+        log.info("resuming from the backup in %s after epoch %d", backup_dir(cfg), completed)
+        trim_history(storage.join(run_dir, HISTORY), completed)
     callbacks = make_callbacks(cfg, run_dir, monitored_metric(cfg, valid_ds is not None), resuming, policy)
     history = model.fit(train_ds, validation_data=valid_ds, epochs=cfg.train.epochs, callbacks=callbacks,
                         verbose=cfg.train.verbose, shuffle=False)  # the tf.data pipeline shuffles
