@@ -6,3 +6,12 @@ Modules: `config` (typed config, TensorFlow-free), `strategy` (TPU / GPUs / defa
 `models` (library backbones + sigmoid head), `callbacks`, `train`, `predict` (inference entry).
 Submodules are not imported here, so importing `hpacam.tf.config` stays cheap.
 """
+
+import importlib.util
+
+# Importing triton (the GPU compiler that CUDA builds of torch install, and that torchvision pulls
+# in) after TensorFlow 2.21 crashes the process with a segmentation fault; the other order works.
+# Every TensorFlow import of hpacam goes through this package, so a process that runs both stages
+# (inference with Keras image models, the demo, a notebook) imports triton first where it exists.
+if importlib.util.find_spec("triton") is not None:
+    import triton  # noqa: F401
