@@ -3,8 +3,9 @@
 The only package of hpacam that imports TensorFlow, so the torch stages never load it.
 Modules: `config` (typed config, TensorFlow-free), `strategy` (TPU / GPUs / default, precision),
 `data` (tf.data from HPA channel files), `tfrecords` (sharded TFRecords: writer and reader),
-`models` (library backbones + sigmoid head), `callbacks`, `train`, `predict` (inference entry).
-Submodules are not imported here, so importing `hpacam.tf.config` stays cheap.
+`models` (library backbones + sigmoid head), `callbacks`, `backup` (repairing a killed run's backup),
+`train`, `predict` (inference entry).
+Submodules are not imported here, so importing `hpacam.tf.config` stays cheap (triton, below, takes ~0.1 s).
 """
 
 import importlib.util
