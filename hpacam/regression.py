@@ -126,6 +126,8 @@ def train_regressors(cfg: RegressorStageConfig) -> dict:
         frame = frame.reset_index(drop=True)
         held = split_images(frame["image"].to_numpy(), cfg.holdout, cfg.seed)
         train = frame[~held]
+        log.info("model %s: fitting on %d rows of %d images, %d images held out", model, len(train),
+                 train["image"].nunique(), frame.loc[held, "image"].nunique())
         regressor, _ = fit_regressor(feature_matrix(train, cfg.regressor.features), train["target"].to_numpy(),
                                      cfg.regressor, meta={"model": model})
         report = evaluate_holdout(frame[held].reset_index(drop=True), regressor, cfg) if held.any() else {}
@@ -137,6 +139,7 @@ def train_regressors(cfg: RegressorStageConfig) -> dict:
         report["plot"] = str(plot_mapping(frame, regressor, cfg.out_dir / f"{name}_mapping.png"))
         reports[model] = report
     atomic_write_text(cfg.out_dir / "report.json", json.dumps(reports, indent=1))
+    log.info("held-out report (also %s):\n%s", cfg.out_dir / "report.json", format_report(reports))
     return reports
 
 

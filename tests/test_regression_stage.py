@@ -60,3 +60,31 @@ def test_bad_tables_are_refused(tmp_path):
     table.assign(target=2.0).to_csv(tmp_path / "b.csv", index=False)
     with pytest.raises(ValueError, match="targets"):
         read_intensities(tmp_path / "b.csv")
+
+
+@pytest.fixture
+def restore_root_logging():
+    import logging
+
+    root = logging.getLogger()
+    handlers = list(root.handlers)
+    yield
+    for handler in set(root.handlers) - set(handlers):
+        root.removeHandler(handler)
+        handler.close()
+
+
+def test_the_script_logs_its_report_and_errors_to_the_run_folder(tmp_path, restore_root_logging):
+    import runpy
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "train-gradboost-regressor" / "train_grad_boost.py"
+    main = runpy.run_path(str(script))["main"]
+    make_table(12, 4).to_csv(tmp_path / "int.csv", index=False)
+    assert main([f"intensities={tmp_path / 'int.csv'}", f"out_dir={tmp_path / 'reg'}",
+                 "regressor.n_estimators=20"]) == 0
+    log_text = (tmp_path / "reg" / "log.txt").read_text()
+    assert "model cam/a: fitting on" in log_text and "mean per-class ROC-AUC" in log_text
+
+    assert main([f"intensities={tmp_path / 'none.csv'}", f"out_dir={tmp_path / 'bad'}"]) == 1
+    assert "none.csv" in (tmp_path / "bad" / "log.txt").read_text()
