@@ -291,11 +291,12 @@ def run_inference(cfg: InferenceConfig, images: Path, sample: pd.DataFrame, shar
     start = time.perf_counter()
     bar = tqdm(total=len(rows), desc="inference", unit="img")
     for ids in chunks(rows["ID"].tolist(), cfg.chunk_size):
-        keras = keras_chunk_probs(models, [i for i in ids if header_problem(images, i, cfg.read) is None], images, cfg)
+        problems = {image_id: header_problem(images, image_id, cfg.read) for image_id in ids}
+        keras = keras_chunk_probs(models, [i for i in ids if problems[i] is None], images, cfg)
         for image_id in ids:
             results.append(score_or_skip(image_id, images, models, segmenter, keras, sizes[image_id], cfg,
                                          keep=picture_dir is not None and len(results) < cfg.visualise,
-                                         picture_dir=picture_dir))
+                                         picture_dir=picture_dir, problem=problems[image_id]))
             bar.update(1)
     bar.close()
     log.info("%d images in %.1f s (%.2f images/s)", len(results), time.perf_counter() - start,
@@ -322,10 +323,13 @@ def header_problem(folder: Path, image_id: str, options: ReadOptions) -> Optiona
 
 
 def score_or_skip(image_id: str, images: Path, models: Models, segmenter: Segmenter, keras: dict,
-                  size: tuple[int, int], cfg: InferenceConfig, keep: bool, picture_dir: Optional[Path]) -> ImageResult:
-    """Score one image; under `on_bad_image=skip` a bad image gets an empty prediction and a warning."""
+                  size: tuple[int, int], cfg: InferenceConfig, keep: bool, picture_dir: Optional[Path],
+                  problem: Optional[ImageReadError] = None) -> ImageResult:
+    """Score one image; under `on_bad_image=skip` a bad image gets an empty prediction and a warning.
+
+    `problem` is what `header_problem` found in the image's files, checked once per chunk.
+    """
     try:
-        problem = header_problem(images, image_id, cfg.read)
         if problem is not None:
             raise problem
         if models.image_models and image_id not in keras:
