@@ -62,18 +62,6 @@ def test_bad_tables_are_refused(tmp_path):
         read_intensities(tmp_path / "b.csv")
 
 
-@pytest.fixture
-def restore_root_logging():
-    import logging
-
-    root = logging.getLogger()
-    handlers = list(root.handlers)
-    yield
-    for handler in set(root.handlers) - set(handlers):
-        root.removeHandler(handler)
-        handler.close()
-
-
 def test_the_script_logs_its_report_and_errors_to_the_run_folder(tmp_path, restore_root_logging):
     import runpy
     from pathlib import Path

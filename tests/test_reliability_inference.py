@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import logging
 import struct
 import zlib
 from pathlib import Path
@@ -33,15 +32,12 @@ GOOD, TINY, WIDE, RGB, BLANK, BIG, ABSENT = "good", "tiny", "wide", "rgbfile", "
 
 
 @pytest.fixture(autouse=True)
-def one_thread_and_clean_logging():
-    """One torch thread (tiny models, busy machine); drop the log handlers each CLI run adds to the root logger."""
-    threads, handlers = torch.get_num_threads(), list(logging.getLogger().handlers)
+def one_thread_and_clean_logging(restore_root_logging):
+    """One torch thread (tiny models, busy machine); the log handlers each CLI run adds are dropped."""
+    threads = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
-    for handler in set(logging.getLogger().handlers) - set(handlers):
-        logging.getLogger().removeHandler(handler)
-        handler.close()
 
 
 def png_claiming(path: Path, width: int, height: int) -> None:

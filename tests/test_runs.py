@@ -9,15 +9,7 @@ import pytest
 from hpacam.runs import prepare_run_dir
 
 
-@pytest.fixture(autouse=True)
-def restore_root_handlers():
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    yield
-    for handler in set(root.handlers) - set(handlers):
-        root.removeHandler(handler)
-        handler.close()
-    root.setLevel(level)
+pytestmark = pytest.mark.usefixtures("restore_root_logging")
 
 
 def test_consecutive_runs_in_one_process_keep_their_logs_apart(tmp_path):

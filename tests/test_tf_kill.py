@@ -21,7 +21,6 @@ import sys  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
@@ -100,21 +99,6 @@ def test_history_keeps_only_the_completed_epochs(tmp_path):
     assert history.read_text() == "epoch,auc,loss\n0,0.5,1.0\n1,0.6,0.9\n"
 
 
-@pytest.fixture(scope="module")
-def dataset(tmp_path_factory):
-    root = tmp_path_factory.mktemp("kill_img")
-    images = root / "images"
-    images.mkdir()
-    rng = np.random.default_rng(1)
-    rows = []
-    for i in range(12):
-        for name in ("red", "green", "blue", "yellow"):
-            assert cv2.imwrite(str(images / f"k{i:02d}_{name}.png"), rng.integers(0, 255, (32, 32)).astype(np.uint8))
-        rows.append(f"k{i:02d},{i % 3}")
-    (root / "labels.csv").write_text("ID,Label\n" + "\n".join(rows) + "\n")
-    return images, root / "labels.csv"
-
-
 def epochs_done(run_dir: Path) -> int:
     try:
         return json.loads((run_dir / "backup" / METADATA).read_text())["epoch"]
@@ -130,8 +114,8 @@ def start(run_dir: Path, images: Path, labels: Path) -> subprocess.Popen:
                             stderr=subprocess.PIPE, text=True)
 
 
-def test_killed_many_times_it_resumes_and_logs_every_epoch_once(tmp_path, dataset):
-    images, labels = dataset
+def test_killed_many_times_it_resumes_and_logs_every_epoch_once(tmp_path, keras_images):
+    images, labels = keras_images
     run_dir = tmp_path / "run"
     rng = random.Random(7)
     for kill in range(KILLS):

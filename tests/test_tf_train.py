@@ -9,7 +9,6 @@ import json  # noqa: E402
 import runpy  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
@@ -24,31 +23,7 @@ from hpacam.tf.predict import load_image_model, main as predict_main, predict_im
 from hpacam.tf.tfrecords import make_tfrecords  # noqa: E402
 from hpacam.tf.train import main as train_main  # noqa: E402
 
-CHANNELS = ("red", "green", "blue", "yellow")
 TRAIN_SCRIPT = Path(__file__).resolve().parents[1] / "train-image-level-model" / "train_img.py"
-
-
-@pytest.fixture(scope="module")
-def dataset(tmp_path_factory):
-    """16 small images of mixed bit depths; classes 0 and 1 brighten green so there is a signal."""
-    root = tmp_path_factory.mktemp("img_data")
-    images = root / "images"
-    images.mkdir()
-    rng = np.random.default_rng(0)
-    rows = []
-    for i in range(16):
-        label = i % 2
-        top = 65535 if i % 4 == 1 else 255
-        dtype = np.uint16 if i % 2 else np.uint8
-        for name in CHANNELS:
-            plane = rng.integers(0, top // 2, (40, 40))
-            if name == "green" and label:
-                plane = plane + top // 2
-            assert cv2.imwrite(str(images / f"s{i:02d}_{name}.png"), plane.astype(dtype))
-        rows.append(f"s{i:02d},{label}")
-    labels = root / "labels.csv"
-    labels.write_text("ID,Label\n" + "\n".join(rows) + "\n")
-    return images, labels
 
 
 def tiny_args(run_dir, images, labels, *extra):
@@ -57,8 +32,8 @@ def tiny_args(run_dir, images, labels, *extra):
             "train.verbose=0", *extra]
 
 
-def test_tiny_model_trains_saves_reloads_safely_and_predicts_the_same(tmp_path, dataset):
-    images, labels = dataset
+def test_tiny_model_trains_saves_reloads_safely_and_predicts_the_same(tmp_path, keras_images):
+    images, labels = keras_images
     run_dir = tmp_path / "run"
     result = runpy.run_path(str(TRAIN_SCRIPT))["main"](tiny_args(run_dir, images, labels, "data.color_mode=ggg"))
 
@@ -94,10 +69,10 @@ def float32_afterwards():
     keras.mixed_precision.set_global_policy("float32")
 
 
-def test_time_limit_stops_cleanly_and_the_same_command_resumes_from_tfrecords(tmp_path, dataset,
+def test_time_limit_stops_cleanly_and_the_same_command_resumes_from_tfrecords(tmp_path, keras_images,
                                                                              float32_afterwards):
     """Also the TPU settings that run on a CPU: TFRecords, bfloat16 mixed precision, several steps a call."""
-    images, labels = dataset
+    images, labels = keras_images
     records = tmp_path / "records"
     make_tfrecords(load_config(ImgTrainConfig, None, tiny_args(tmp_path / "x", images, labels)), str(records))
     run_dir = tmp_path / "run"
@@ -172,9 +147,9 @@ def op_determinism_off_afterwards():
     tf_framework_config.disable_op_determinism()
 
 
-def test_deterministic_runs_are_bit_identical(tmp_path, dataset, op_determinism_off_afterwards):
+def test_deterministic_runs_are_bit_identical(tmp_path, keras_images, op_determinism_off_afterwards):
     """`deterministic=true` (the demo's setting): the same seed gives the same weights, augmentation included."""
-    images, labels = dataset
+    images, labels = keras_images
     runs = [train_main(tiny_args(tmp_path / f"run{i}", images, labels, "deterministic=true", "seed=3"))
             for i in range(2)]
     first, second = (run.model.get_weights() for run in runs)
