@@ -2,14 +2,15 @@
 
 For each image: segment it (through the mask cache), run every CAM checkpoint with the same
 test-time augmentation as inference, and compute every cell's intensity for every class with
-`hpacam.intensities.cell_intensities`. The target of a (cell, class) row is
+`hpacam.intensities.cell_intensities`. The target of a (cell, class) row is the image-level
+label: all a real user has. It is only a fair per-cell target for single-label images (every
+cell of a single-label image shows that label), hence `select=single` by default, as the
+original solution did.
 
-- the cell's own truth label when per-cell truth exists (the synthetic benchmark's `truth.csv`
-  and `cells/`): segmented cells are matched one-to-one to truth cells at IoU >= `match_iou`,
-  and unmatched cells are left out, since their target is unknown;
-- otherwise the image-level label, which is only a fair per-cell target for single-label images
-  (every cell of a single-label image shows that label): hence `select=single` by default, as
-  the original solution did.
+`targets=cell_truth_oracle` instead reads the synthetic benchmark's per-cell truth (`truth.csv`
+and `cells/` beside the images): an *oracle analysis* of what a regressor could learn with
+labels no real training set has. It is never a default, the demo's pipeline never uses it, and
+it refuses to run unless both files are there, so it cannot switch itself on.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -42,8 +43,10 @@ class ExtractConfig:
     checkpoints: list[Path] = field(default_factory=list)  # CAM checkpoints (best.pt of each run)
     out_dir: Path = Path("data/intensities")
     select: Literal["single", "all"] = "single"  # which labelled images to use
-    cell_truth: bool = True  # use truth.csv + cells/ beside the images folder when present
-    match_iou: float = 0.5  # segmented-to-truth cell matching threshold (cell truth only)
+    # image_labels: what a real training set has. cell_truth_oracle: the synthetic per-cell truth,
+    # for an oracle analysis only (never a default; see the module docstring).
+    targets: Literal["image_labels", "cell_truth_oracle"] = "image_labels"
+    match_iou: float = 0.5  # segmented-to-truth cell matching threshold (oracle targets only)
     activation: Activation = "swish"
     tta: TTAConfig = field(default_factory=TTAConfig)
     segmentation: SegmentationConfig = field(default_factory=SegmentationConfig)
@@ -66,10 +69,11 @@ class CellTruth:
     cells_dir: Path
 
     @classmethod
-    def beside(cls, images: Path) -> Optional["CellTruth"]:
+    def beside(cls, images: Path) -> "CellTruth":
         truth_csv, cells_dir = images.parent / "truth.csv", images.parent / "cells"
         if not (truth_csv.is_file() and cells_dir.is_dir()):
-            return None
+            raise FileNotFoundError(f"targets=cell_truth_oracle needs per-cell truth beside {images}: "
+                                    f"{truth_csv} and {cells_dir}/ (only the synthetic benchmark has them)")
         from hpacam.cam.localisation import read_cell_truth
 
         return cls(read_cell_truth(truth_csv), cells_dir)
@@ -116,9 +120,9 @@ def extract(cfg: ExtractConfig) -> pd.DataFrame:
         labels = labels.head(cfg.max_images)
     if labels.empty:
         raise ValueError(f"{cfg.labels}: no images selected (select={cfg.select})")
-    truth = CellTruth.beside(cfg.images) if cfg.cell_truth else None
+    truth = CellTruth.beside(cfg.images) if cfg.targets == "cell_truth_oracle" else None
     log.info("%d images, %d models, targets from %s", len(labels), len(cfg.checkpoints),
-             "per-cell truth" if truth else "image labels")
+             "per-cell truth (ORACLE analysis, not a real user's setting)" if truth else "image labels")
     models = load_cam_models(cfg.checkpoints, cfg.device)
     segmenter = Segmenter(cfg.segmentation, read_options=cfg.read)
     image_targets = multi_hot(labels["labels"])

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Iterator, Literal, Optional, Sequence
 
@@ -60,8 +60,9 @@ class BlendConfig:
     final = (1 - image_level_weight) x p_cell + image_level_weight x p_image.
     """
 
-    sigmoid_weight: float = 0.5  # per-image sigmoid vs regressor, within each CAM model
+    sigmoid_weight: float = 0.5  # per-image sigmoid, regressor and within-image standing, by weight
     regressor_weight: float = 0.5
+    standing_weight: float = 0.0
     mode: Literal["gate", "linear"] = "gate"
     floor: float = 0.8  # gate: the share of the image probability a cell keeps whatever its evidence
     image_level_weight: float = 0.3  # linear: weight of the image probability
@@ -80,6 +81,9 @@ class InferenceConfig:
     blend: BlendConfig = field(default_factory=BlendConfig)
     segmentation: SegmentationConfig = field(default_factory=SegmentationConfig)
     cells_dir: Optional[Path] = None  # use these {ID}.png cell label images instead of segmenting (oracle runs)
+    # ORACLE analysis only: these image labels (Kaggle CSV) replace the image probabilities in the
+    # blend, to measure what the cell stage recovers given perfect image-level knowledge.
+    oracle_image_labels: Optional[Path] = None
     device: str = "auto"  # auto (CUDA when available), cpu, cuda, cuda:N
     chunk_size: int = 16  # images read and predicted together by the Keras models
     keras_batch_size: int = 8
@@ -105,6 +109,7 @@ class ImageMember:
     model: "object"  # keras.Model
     color_mode: str
     weight: float
+    path: str = ""
 
 
 @dataclass
@@ -140,7 +145,7 @@ def load_models(cfg: InferenceConfig) -> Models:
 
         for entry in cfg.image_models:
             mode = entry.color_mode or color_mode_of(str(entry.model))
-            image_members.append(ImageMember(load_image_model(str(entry.model)), mode, entry.weight))
+            image_members.append(ImageMember(load_image_model(str(entry.model)), mode, entry.weight, str(entry.model)))
     return Models(members, image_members, device)
 
 
@@ -154,6 +159,7 @@ class ImageResult:
     height: int
     prediction: str
     image_probs: np.ndarray  # (19,) the blended image-level probability
+    sources: dict = field(default_factory=dict)  # source name -> (19,) image probabilities before blending
     cells: Optional[np.ndarray] = None  # kept only for the pictures
     cell_probs: Optional[np.ndarray] = None
     maps: Optional[np.ndarray] = None
@@ -166,48 +172,158 @@ def weighted_mean(arrays: Sequence[np.ndarray], weights: Sequence[float]) -> np.
     return np.tensordot(weights / weights.sum(), np.stack(arrays), axes=1)
 
 
-def calibrate(member: CamMember, result, probs: np.ndarray, border: np.ndarray, cfg: InferenceConfig) -> np.ndarray:
-    """(cells, 19) probabilities of one CAM model: per-image sigmoid and regressor, by weight."""
-    sigmoid = sigmoid_calibrate(result.sums, cfg.sigmoid)
-    if member.regressor is None or cfg.blend.regressor_weight <= 0:
-        return sigmoid
+@dataclass
+class ImageEvidence:
+    """Everything the blend needs about one image, before any blend setting is applied.
+
+    Kept apart from the blend so that `hpacam.tuning` can score many blend settings on a public
+    set from one pass of the models, with exactly the arithmetic inference uses.
+    """
+
+    image_id: str
+    width: int
+    height: int
+    masks: dict  # cell id -> encoded mask, in cell order
+    cam_probs: np.ndarray  # (19,) the CAM models' own image probabilities (weighted mean)
+    keras_probs: Optional[np.ndarray]  # (19,) the image-level models' blend, None without them
+    keras_per_model: Optional[np.ndarray]  # (image models, 19)
+    sigmoid: np.ndarray  # (cells, 19) per-image sigmoid of the intensities
+    regressor: Optional[np.ndarray]  # (cells, 19) the learned mapping; None when no model has one
+    standing: np.ndarray  # (cells, 19) each cell's CAM mean over the image's best cell, per class
+    border: np.ndarray  # (cells,) bool
+    cells: Optional[np.ndarray] = None  # label image, kept only for the pictures
+    maps: Optional[np.ndarray] = None
+
+    @property
+    def n_cells(self) -> int:
+        return len(self.masks)
+
+
+def standing_within_image(means: np.ndarray) -> np.ndarray:
+    """(cells, 19) mean class evidence of each cell over the strongest cell of its image, in [0, 1].
+
+    The image probability already says whether (and how surely) a class is in the image; what a
+    cell adds is how it compares with the image's other cells for that class. Dividing by the
+    image's maximum per class makes that comparison independent of the image's brightness and of
+    the CAM's scale, which vary between images, and needs no training. A class with no positive
+    evidence in any cell gives every cell 1 (nothing tells its cells apart).
+    """
+    evidence = np.clip(np.asarray(means, dtype=np.float64), 0.0, None)
+    top = evidence.max(axis=0, initial=0.0)
+    return np.divide(evidence, top[None, :], out=np.ones_like(evidence), where=top[None, :] > 1e-12)
+
+
+def regressor_probs(regressor: CalibrationRegressor, result, probs: np.ndarray, border: np.ndarray) -> np.ndarray:
     n_cells = len(result.cell_ids)
     table = pd.DataFrame({
         "intensity_sum": result.sums.ravel(), "intensity_mean": result.means.ravel(),
         "area": np.repeat(result.area, NUM_CLASSES), "border": np.repeat(border, NUM_CLASSES).astype(float),
         "image_prob": np.tile(probs, n_cells), "class": np.tile(np.arange(NUM_CLASSES), n_cells)})
-    learned = member.regressor.predict(feature_matrix(table, member.regressor.features)).reshape(n_cells, NUM_CLASSES)
-    return weighted_mean([sigmoid, learned], [cfg.blend.sigmoid_weight, cfg.blend.regressor_weight])
+    return regressor.predict(feature_matrix(table, regressor.features)).reshape(n_cells, NUM_CLASSES)
 
 
-def score_image(image_id: str, folder: Path, models: Models, segmenter: Segmenter, keras_probs: Optional[np.ndarray],
-                cfg: InferenceConfig, keep_pictures: bool = False) -> ImageResult:
-    """The prediction string of one image (raises ImageReadError for a bad image)."""
+def image_evidence(image_id: str, folder: Path, models: Models, segmenter: Segmenter,
+                   keras_per_model: Optional[np.ndarray], cfg: InferenceConfig,
+                   keep_pictures: bool = False) -> ImageEvidence:
+    """Segment one image and run every CAM model over it (raises ImageReadError for a bad image).
+
+    `keras_per_model` is the (image models, 19) output of the image-level models for this image.
+    """
     from hpacam.cam.tta import predict_maps
 
     seg = precomputed_cells(cfg, image_id) if cfg.cells_dir else segmenter.segment_file(folder, image_id)
     height, width = seg.shape
     images = {mode: read_image(folder, image_id, mode, options=cfg.read) for mode in {m.cam.mode for m in models.cams}}
-    cam_probs, cell_probs, maps_kept = [], [], None
     border = seg.border.is_border if seg.n_cells else np.zeros(0, bool)
+    cam_probs, sigmoids, standings, learned, learned_weights, maps_kept = [], [], [], [], [], None
     for member in models.cams:
         probs, maps = predict_maps(member.cam, images[member.cam.mode], cfg.tta, models.device)
         cam_probs.append(probs)
         maps_kept = maps if maps_kept is None else maps_kept
-        if seg.n_cells:
-            result = cell_intensities(seg.cells, activate(maps, cfg.activation), probs)
-            cell_probs.append(calibrate(member, result, probs, border[result.cell_ids - 1], cfg))
-    image_probs = blend_image_probs(cam_probs, keras_probs, models, cfg)
-    if not seg.n_cells:
+        if not seg.n_cells:
+            continue
+        result = cell_intensities(seg.cells, activate(maps, cfg.activation), probs)
+        sigmoids.append(sigmoid_calibrate(result.sums, cfg.sigmoid))
+        standings.append(standing_within_image(result.means))
+        if member.regressor is not None:
+            learned.append(regressor_probs(member.regressor, result, probs, border[result.cell_ids - 1]))
+            learned_weights.append(member.weight)
+    weights = [m.weight for m in models.cams]
+    empty = np.zeros((0, NUM_CLASSES))
+    masks = encode_label_image(seg.cells) if seg.n_cells else {}
+    keras_probs = None
+    if keras_per_model is not None:
+        keras_probs = weighted_mean(list(keras_per_model), [m.weight for m in models.image_models])
+    return ImageEvidence(
+        image_id, width, height, masks, weighted_mean(cam_probs, weights), keras_probs, keras_per_model,
+        weighted_mean(sigmoids, weights) if sigmoids else empty,
+        weighted_mean(learned, learned_weights) if learned else None,
+        weighted_mean(standings, weights) if standings else empty, border,
+        seg.cells if keep_pictures else None, maps_kept if keep_pictures else None)
+
+
+def cell_probabilities(evidence: ImageEvidence, blend: BlendConfig) -> np.ndarray:
+    """(cells, 19): the per-image sigmoid, the regressor and the within-image standing, by weight.
+
+    Without a regressor its weight falls to the sigmoid, as before regressors were fitted.
+    """
+    parts = [(evidence.sigmoid, blend.sigmoid_weight), (evidence.standing, blend.standing_weight)]
+    if evidence.regressor is not None:
+        parts.append((evidence.regressor, blend.regressor_weight))
+    else:
+        parts[0] = (evidence.sigmoid, blend.sigmoid_weight + blend.regressor_weight)
+    parts = [(array, weight) for array, weight in parts if weight > 0]
+    if not parts:
+        return evidence.sigmoid
+    return weighted_mean([array for array, _ in parts], [weight for _, weight in parts])
+
+
+def blended_image_probs(evidence: ImageEvidence, blend: BlendConfig) -> np.ndarray:
+    if evidence.keras_probs is None:
+        return evidence.cam_probs
+    share = blend.image_models_share
+    return (1 - share) * evidence.cam_probs + share * evidence.keras_probs
+
+
+def combine(evidence: ImageEvidence, blend: BlendConfig) -> tuple[np.ndarray, np.ndarray]:
+    """(image probabilities (19,), final per-cell confidences (cells, 19)) under one blend setting."""
+    image_probs = blended_image_probs(evidence, blend)
+    if not evidence.n_cells:
+        return image_probs, np.zeros((0, NUM_CLASSES))
+    return image_probs, final_confidences(cell_probabilities(evidence, blend), image_probs, evidence.border, blend)
+
+
+def image_sources(evidence: ImageEvidence, models: Models, image_probs: np.ndarray) -> dict[str, np.ndarray]:
+    """Each image-level source by name (the CAM models' logits, each Keras model, the blend)."""
+    sources = {"cam_models": evidence.cam_probs}
+    if evidence.keras_per_model is not None:
+        for member, probs in zip(models.image_models, evidence.keras_per_model):
+            sources[f"image_model:{Path(member.path).parent.name}/{Path(member.path).name}"] = probs
+    sources["blend"] = image_probs
+    return sources
+
+
+def score_image(image_id: str, folder: Path, models: Models, segmenter: Segmenter,
+                keras_per_model: Optional[np.ndarray], cfg: InferenceConfig, keep_pictures: bool = False,
+                oracle_probs: Optional[np.ndarray] = None) -> ImageResult:
+    """The prediction string of one image (raises ImageReadError for a bad image).
+
+    `oracle_probs` (oracle analyses only) replaces the image probabilities in the blend.
+    """
+    evidence = image_evidence(image_id, folder, models, segmenter, keras_per_model, cfg, keep_pictures)
+    image_probs = blended_image_probs(evidence, cfg.blend)
+    sources = image_sources(evidence, models, image_probs)
+    if oracle_probs is not None:
+        evidence = replace(evidence, cam_probs=np.asarray(oracle_probs, dtype=np.float64), keras_probs=None)
+    image_probs, final = combine(evidence, cfg.blend)
+    if not evidence.n_cells:
         log.warning("%s: no cells found; empty prediction string", image_id)
-        return ImageResult(image_id, width, height, "", image_probs)
-    cells = weighted_mean(cell_probs, [m.weight for m in models.cams])
-    final = final_confidences(cells, image_probs, border, cfg.blend)
-    masks = encode_label_image(seg.cells)
-    prediction = cells_prediction_string(masks, final, cfg.blend.min_confidence)
+        return ImageResult(image_id, evidence.width, evidence.height, "", image_probs, sources)
+    prediction = cells_prediction_string(evidence.masks, final, cfg.blend.min_confidence)
     if keep_pictures:
-        return ImageResult(image_id, width, height, prediction, image_probs, seg.cells, final, maps_kept)
-    return ImageResult(image_id, width, height, prediction, image_probs)
+        return ImageResult(image_id, evidence.width, evidence.height, prediction, image_probs, sources, evidence.cells,
+                           final, evidence.maps)
+    return ImageResult(image_id, evidence.width, evidence.height, prediction, image_probs, sources)
 
 
 def precomputed_cells(cfg: InferenceConfig, image_id: str):
@@ -220,15 +336,6 @@ def precomputed_cells(cfg: InferenceConfig, image_id: str):
         raise ImageReadError(f"{path}: no cell label image for this ID in cells_dir")
     cells = read_label_png(path)
     return finish(cells, cells, cfg.segmentation, "precomputed")
-
-
-def blend_image_probs(cam_probs: list[np.ndarray], keras_probs: Optional[np.ndarray], models: Models,
-                      cfg: InferenceConfig) -> np.ndarray:
-    from_cams = weighted_mean(cam_probs, [m.weight for m in models.cams])
-    if keras_probs is None:
-        return from_cams
-    share = cfg.blend.image_models_share
-    return (1 - share) * from_cams + share * keras_probs
 
 
 def final_confidences(cells: np.ndarray, image_probs: np.ndarray, border: np.ndarray, blend: BlendConfig) -> np.ndarray:
@@ -245,7 +352,7 @@ def final_confidences(cells: np.ndarray, image_probs: np.ndarray, border: np.nda
 
 
 def keras_chunk_probs(models: Models, ids: list[str], folder: Path, cfg: InferenceConfig) -> dict[str, np.ndarray]:
-    """Blended Keras probabilities of a chunk; on a bad image, falls back to one image at a time."""
+    """{ID: (image models, 19)} Keras probabilities of a chunk; on a bad image, one image at a time."""
     if not models.image_models:
         return {}
     from hpacam.tf.predict import predict_with_model
@@ -253,7 +360,7 @@ def keras_chunk_probs(models: Models, ids: list[str], folder: Path, cfg: Inferen
     def predict(batch_ids: list[str]) -> np.ndarray:
         per_model = [predict_with_model(m.model, batch_ids, str(folder), m.color_mode, cfg.keras_batch_size)
                      for m in models.image_models]
-        return weighted_mean(per_model, [m.weight for m in models.image_models])
+        return np.stack(per_model, axis=1)  # (images, models, 19)
 
     try:
         return dict(zip(ids, predict(ids)))
@@ -281,9 +388,10 @@ def shard_rows(sample: pd.DataFrame, shard: tuple[int, int]) -> pd.DataFrame:
 
 
 def run_inference(cfg: InferenceConfig, images: Path, sample: pd.DataFrame, shard: tuple[int, int] = (0, 1),
-                  picture_dir: Optional[Path] = None) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Score every sample ID of the shard; returns (submission rows, image probabilities)."""
+                  picture_dir: Optional[Path] = None) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Score every sample ID of the shard; returns (submission rows, image probabilities, per source)."""
     rows = shard_rows(sample, shard)
+    oracle = oracle_labels(cfg, rows["ID"])
     models = load_models(cfg)
     segmenter = Segmenter(cfg.segmentation, read_options=cfg.read)  # limits hold before segmentation decodes
     sizes = dict(zip(rows["ID"], zip(rows["ImageWidth"].astype(int), rows["ImageHeight"].astype(int))))
@@ -296,12 +404,28 @@ def run_inference(cfg: InferenceConfig, images: Path, sample: pd.DataFrame, shar
         for image_id in ids:
             results.append(score_or_skip(image_id, images, models, segmenter, keras, sizes[image_id], cfg,
                                          keep=picture_dir is not None and len(results) < cfg.visualise,
-                                         picture_dir=picture_dir, problem=problems[image_id]))
+                                         picture_dir=picture_dir, problem=problems[image_id],
+                                         oracle_probs=oracle.get(image_id)))
             bar.update(1)
     bar.close()
     log.info("%d images in %.1f s (%.2f images/s)", len(results), time.perf_counter() - start,
              len(results) / max(time.perf_counter() - start, 1e-9))
-    return submission_frame(results, rows), probs_frame(results)
+    return submission_frame(results, rows), probs_frame(results), sources_frame(results)
+
+
+def oracle_labels(cfg: InferenceConfig, ids: Sequence[str]) -> dict[str, np.ndarray]:
+    """{ID: multi-hot labels} of `oracle_image_labels` (empty unless that oracle analysis is asked for)."""
+    if cfg.oracle_image_labels is None:
+        return {}
+    from hpacam.labels import multi_hot, read_labels
+
+    log.warning("ORACLE analysis: image probabilities replaced by the labels in %s", cfg.oracle_image_labels)
+    table = read_labels(cfg.oracle_image_labels)
+    found = dict(zip(table["ID"], multi_hot(table["labels"]).astype(np.float64)))
+    missing = [i for i in ids if i not in found]
+    if missing:
+        raise ValueError(f"{cfg.oracle_image_labels}: no labels for {len(missing)} sample IDs, e.g. {missing[:3]}")
+    return found
 
 
 def header_problem(folder: Path, image_id: str, options: ReadOptions) -> Optional[ImageReadError]:
@@ -324,7 +448,7 @@ def header_problem(folder: Path, image_id: str, options: ReadOptions) -> Optiona
 
 def score_or_skip(image_id: str, images: Path, models: Models, segmenter: Segmenter, keras: dict,
                   size: tuple[int, int], cfg: InferenceConfig, keep: bool, picture_dir: Optional[Path],
-                  problem: Optional[ImageReadError] = None) -> ImageResult:
+                  problem: Optional[ImageReadError] = None, oracle_probs: Optional[np.ndarray] = None) -> ImageResult:
     """Score one image; under `on_bad_image=skip` a bad image gets an empty prediction and a warning.
 
     `problem` is what `header_problem` found in the image's files, checked once per chunk.
@@ -334,7 +458,8 @@ def score_or_skip(image_id: str, images: Path, models: Models, segmenter: Segmen
             raise problem
         if models.image_models and image_id not in keras:
             raise ImageReadError(f"{images / image_id}_*: unreadable by the image-level models")
-        result = score_image(image_id, images, models, segmenter, keras.get(image_id), cfg, keep_pictures=keep)
+        result = score_image(image_id, images, models, segmenter, keras.get(image_id), cfg, keep_pictures=keep,
+                             oracle_probs=oracle_probs)
         if (result.width, result.height) != size:
             raise ImageReadError(f"{images / image_id}_*: image is {result.width}x{result.height} but the sample "
                                  f"submission says {size[0]}x{size[1]}")
@@ -360,6 +485,12 @@ def probs_frame(results: list[ImageResult]) -> pd.DataFrame:
                          columns=[str(c) for c in range(NUM_CLASSES)])
     frame.insert(0, "ID", [r.image_id for r in results])
     return frame
+
+
+def sources_frame(results: list[ImageResult]) -> pd.DataFrame:
+    """Long table (ID, source, 0..18): each image-level source before the blend, for reports."""
+    rows = [(r.image_id, name, *np.asarray(probs, dtype=np.float64)) for r in results for name, probs in r.sources.items()]
+    return pd.DataFrame(rows, columns=["ID", "source", *[str(c) for c in range(NUM_CLASSES)]])
 
 
 def read_sample(path: Path) -> pd.DataFrame:

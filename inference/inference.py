@@ -7,7 +7,8 @@
 CFG names the CAM checkpoints (with their regressors), the image-level Keras models and every
 blending weight (see hpacam.inference.InferenceConfig). With --shard i/n only every n-th image
 starting at i is scored, so several GPUs or machines can split a test set; `merge` joins the
-shards in the sample's order. Alongside PATH it writes PATH's stem + `.image_probs.csv`,
+shards in the sample's order. Alongside PATH it writes PATH's stem + `.image_probs.csv` (the blended image
+probabilities), `.image_sources.csv` (each image-level source before the blend),
 `.config.yaml` and `.log.txt`.
 """
 
@@ -51,13 +52,15 @@ def run(argv) -> int:
         parser.exit(1, f"inference: error: {args.images}: image folder not found\n")
     try:
         sample = read_sample(args.sample)
-        submission, probs = run_inference(cfg, args.images, sample, args.shard, args.pictures)
+        submission, probs, sources = run_inference(cfg, args.images, sample, args.shard, args.pictures)
     except (ValueError, FileNotFoundError, OSError) as exc:
         parser.exit(1, f"inference: error: {exc}\n")
     write_submission(submission, args.out)
     if cfg.write_image_probs:
         with atomic_path(f"{stem}.image_probs.csv") as tmp:
             probs.to_csv(tmp, index=False, float_format="%.6g")
+        with atomic_path(f"{stem}.image_sources.csv") as tmp:
+            sources.to_csv(tmp, index=False, float_format="%.6g")
     empty = int((submission["PredictionString"] == "").sum())
     print(f"wrote {args.out}: {len(submission)} images ({empty} with no prediction)")
     return 0

@@ -218,7 +218,7 @@ def test_intensity_extraction_reads_with_the_configured_options(setup, tmp_path)
     labels = tmp_path / "labels.csv"
     labels.write_text(f"ID,Label\n{RGB},0\n")
     base = [f"images={images}", f"labels={labels}", f"checkpoints=[{config.parent / 'cam' / 'last.pt'}]",
-            f"out_dir={tmp_path / 'out'}", "cell_truth=false", "tta.scales=[1.0]", "tta.flips=false",
+            f"out_dir={tmp_path / 'out'}", "tta.scales=[1.0]", "tta.flips=false",
             "segmentation.cache.enabled=false"]
     rows = extract(load_config(ExtractConfig, None, base))
     assert len(rows) > 0 and set(rows["image"]) == {RGB}

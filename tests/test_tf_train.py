@@ -24,6 +24,7 @@ from hpacam.tf.tfrecords import make_tfrecords  # noqa: E402
 from hpacam.tf.train import main as train_main  # noqa: E402
 
 TRAIN_SCRIPT = Path(__file__).resolve().parents[1] / "train-image-level-model" / "train_img.py"
+DEMO_RECIPE = Path(__file__).resolve().parents[1] / "configs" / "img" / "demo_cpu.yaml"
 
 
 def tiny_args(run_dir, images, labels, *extra):
@@ -157,3 +158,21 @@ def test_deterministic_runs_are_bit_identical(tmp_path, keras_images, op_determi
     for a, b in zip(first, second):
         np.testing.assert_array_equal(a, b)
     assert load_config(ImgTrainConfig, tmp_path / "run0" / "config.yaml").deterministic
+
+
+def test_small_cnn_trains_and_its_saved_model_reloads_safely(tmp_path, keras_images):
+    """The demo's architecture (configs/img/demo_cpu.yaml) through the real train(), at a small size."""
+    images, labels = keras_images
+    run_dir = tmp_path / "run"
+    args = tiny_args(run_dir, images, labels, "model.architecture=small_cnn", "train.epochs=2",
+                     "data.color_mode=rgb")
+    result = train_main(["--config", str(DEMO_RECIPE)] + args)
+
+    assert result.finished and len(result.history["val_auc"]) == 2
+    saved = load_config(ImgTrainConfig, run_dir / "config.yaml")
+    assert saved.model.architecture == "small_cnn" and saved.data.image_size == 32
+    model = keras.saving.load_model(run_dir / "best.keras", safe_mode=True)
+    probs = model.predict(load_images(str(images), ["s00", "s01", "s02"], "rgb", 32), verbose=0)
+    assert probs.shape == (3, 19) and np.all((probs >= 0) & (probs <= 1))
+    with pytest.raises(ValueError, match="'small_cnn' has no ImageNet weights"):
+        build_model(ModelConfig(architecture="small_cnn", weights="imagenet"), 32)

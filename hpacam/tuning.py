@@ -1,0 +1,233 @@
+"""Choosing the blend on a public set, as Kaggle teams chose by the public leaderboard.
+
+    python -m hpacam.tuning --config inference.yaml --images PUBLIC/images \
+        --sample PUBLIC/sample_submission.csv --truth PUBLIC/truth.csv --out tuned.yaml
+
+The models run once over the public images (`hpacam.inference.image_evidence`, the code
+inference runs); then every blend setting of a small grid (gate floor, which cell evidence, the
+image-level models' share) is scored with the competition metric against the public truth, and
+the best one is written as a complete inference config (`tuned.yaml`), with every candidate's
+score beside it (`tuned.csv`). A gate floor of 1 is `broadcast` (every cell gets its image's
+probabilities), so the grid always holds the honest baseline: if the cell stage does not help on
+public, the tuner says so and keeps broadcast.
+
+The truth read here must be a public set's, never the set a result is reported on and never
+training images: that is the whole protocol (README, "Honest science").
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import logging
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+from hpacam.classes import NUM_CLASSES
+from hpacam.evaluate import (DEFAULT_IOU_THRESHOLD, average_precision, greedy_true_positives, image_iou,
+                             parse_image)
+from hpacam.inference import (BlendConfig, ImageEvidence, InferenceConfig, Models, combine, header_problem,
+                              image_evidence, keras_chunk_probs, load_models, read_sample)
+from hpacam.masks import mask_to_rle
+from hpacam.segmentation import Segmenter
+from hpacam.submission import read_submission
+
+log = logging.getLogger(__name__)
+
+# Cell evidence mixes (sigmoid, regressor, standing weights); see BlendConfig.
+CELL_SOURCES = {
+    "standing": (0.0, 0.0, 1.0),
+    "regressor": (0.0, 1.0, 0.0),
+    "standing+regressor": (0.0, 0.5, 0.5),
+    "sigmoid+regressor": (0.5, 0.5, 0.0),  # the 21st-place seed's calibration
+    "sigmoid": (1.0, 0.0, 0.0),
+}
+NEEDS_REGRESSOR = {"regressor", "standing+regressor", "sigmoid+regressor"}
+
+
+@dataclass
+class TuneGrid:
+    floors: list[float] = field(default_factory=lambda: [0.0, 0.2, 0.4, 0.6, 0.8, 1.0])
+    cell_sources: list[str] = field(default_factory=lambda: list(CELL_SOURCES))
+    image_models_shares: list[float] = field(default_factory=lambda: [0.0, 0.25, 0.5, 0.75])
+
+    def __post_init__(self):
+        unknown = sorted(set(self.cell_sources) - set(CELL_SOURCES))
+        if unknown:
+            raise ValueError(f"unknown cell sources {unknown}; choose from {list(CELL_SOURCES)}")
+        for name, values in (("floors", self.floors), ("image_models_shares", self.image_models_shares)):
+            if not values or not all(0.0 <= v <= 1.0 for v in values):
+                raise ValueError(f"grid.{name} must be a non-empty list of numbers in [0, 1], got {values}")
+
+
+def candidates(grid: TuneGrid, base: BlendConfig, has_regressor: bool, has_image_models: bool) -> list[tuple[str, BlendConfig]]:
+    """Every distinct blend of the grid, named; floor 1 (broadcast) once per image-model share."""
+    sources = [s for s in grid.cell_sources if has_regressor or s not in NEEDS_REGRESSOR]
+    shares = grid.image_models_shares if has_image_models else [base.image_models_share]
+    out = []
+    for share, floor in itertools.product(shares, grid.floors):
+        for source in (sources[:1] if floor >= 1.0 else sources):
+            sigmoid, regressor, standing = CELL_SOURCES[source]
+            blend = replace(base, mode="gate", floor=floor, sigmoid_weight=sigmoid, regressor_weight=regressor,
+                            standing_weight=standing, image_models_share=share)
+            name = "broadcast" if floor >= 1.0 else f"{source}, floor {floor:g}"
+            out.append((f"{name}, image models {share:g}" if has_image_models else name, blend))
+    return out
+
+
+# ----------------------------------------------------------------------------- the models, once
+
+
+def collect_evidence(cfg: InferenceConfig, images: Path, sample: pd.DataFrame,
+                     models: Optional[Models] = None) -> list[ImageEvidence]:
+    """Run segmentation and the models over every sample image; a bad image is an error here."""
+    models = models or load_models(cfg)
+    segmenter = Segmenter(cfg.segmentation, read_options=cfg.read)
+    ids = sample["ID"].tolist()
+    out = []
+    for start in tqdm(range(0, len(ids), cfg.chunk_size), desc="evidence", unit="chunk"):
+        chunk = ids[start:start + cfg.chunk_size]
+        for image_id in chunk:
+            problem = header_problem(images, image_id, cfg.read)
+            if problem is not None:
+                raise problem
+        keras = keras_chunk_probs(models, chunk, images, cfg)
+        for image_id in chunk:
+            if models.image_models and image_id not in keras:
+                raise ValueError(f"{images / image_id}_*: unreadable by the image-level models")
+            out.append(image_evidence(image_id, images, models, segmenter, keras.get(image_id), cfg))
+    return out
+
+
+# ----------------------------------------------------------------------------- fast exact scoring
+
+
+@dataclass
+class _ImageTruth:
+    class_iou: dict  # class -> (cells, truth cells of the class) IoU of each predicted cell
+
+
+class SetScorer:
+    """The competition metric for many confidence settings over one set of predicted masks.
+
+    The masks stay the same from one blend setting to the next, so their IoUs with the truth are
+    computed once; each setting then costs one greedy matching and one AP per class, exactly as
+    `hpacam.evaluate` does them (confidences rounded as the submission writes them). A test holds
+    it equal to scoring the written submission.
+    """
+
+    def __init__(self, truth: pd.DataFrame, evidence: Sequence[ImageEvidence],
+                 iou_threshold: float = DEFAULT_IOU_THRESHOLD, truth_name: str = "truth"):
+        self.iou_threshold = iou_threshold
+        by_id = {image_id: row for row, image_id in enumerate(truth["ID"])}
+        missing = [e.image_id for e in evidence if e.image_id not in by_id]
+        if missing:
+            raise ValueError(f"{truth_name}: no truth for {len(missing)} images, e.g. {missing[:3]}")
+        if len(evidence) != len(truth):
+            raise ValueError(f"{truth_name}: {len(truth)} images, but evidence for {len(evidence)}")
+        self.n_truth = np.zeros(NUM_CLASSES, dtype=np.int64)
+        self.images = []
+        for item in evidence:
+            row = by_id[item.image_id]
+            cells = parse_image(truth["PredictionString"].iat[row], item.height, item.width,
+                                f"{truth_name}: {item.image_id}", dedupe=True)
+            self.n_truth += np.bincount(cells.labels, minlength=NUM_CLASSES)
+            self.images.append(self._image_truth(item, cells))
+
+    def _image_truth(self, item: ImageEvidence, truth_cells) -> _ImageTruth:
+        from hpacam.evaluate import ImageCells
+
+        rles = [mask_to_rle(mask, item.height, item.width) for mask in item.masks.values()]
+        pred = ImageCells(rles, np.zeros(0, np.int64), np.zeros(0), np.zeros(0, np.int64))
+        iou = image_iou(pred, truth_cells) if rles else np.zeros((0, len(truth_cells.rles)))
+        return _ImageTruth({label: iou[:, truth_cells.mask_index[truth_cells.labels == label]]
+                            for label in range(NUM_CLASSES)})
+
+    def score(self, confidences: Sequence[np.ndarray], min_confidence: float = 0.0) -> float:
+        """mAP of per-image (cells, 19) confidences, in the order the evidence was given."""
+        scores = [[] for _ in range(NUM_CLASSES)]
+        hits = [[] for _ in range(NUM_CLASSES)]
+        for image, conf in zip(self.images, confidences):
+            rounded = np.array([float(f"{v:.6g}") for v in np.asarray(conf, dtype=np.float64).ravel()])
+            rounded = rounded.reshape(-1, NUM_CLASSES)
+            for label in range(NUM_CLASSES):
+                keep = rounded[:, label] >= min_confidence
+                s = rounded[keep, label]
+                scores[label].append(s)
+                hits[label].append(greedy_true_positives(image.class_iou[label][keep], s, self.iou_threshold))
+        aps = [average_precision(np.concatenate(scores[c]), np.concatenate(hits[c]), int(self.n_truth[c]))
+               for c in range(NUM_CLASSES) if self.n_truth[c] > 0]
+        return float(np.mean(aps))
+
+
+# ----------------------------------------------------------------------------- choosing
+
+
+def score_candidates(evidence: Sequence[ImageEvidence], scorer: SetScorer,
+                     named: Sequence[tuple[str, BlendConfig]]) -> pd.DataFrame:
+    rows = []
+    for name, blend in tqdm(named, desc="blends", unit="blend"):
+        finals = [combine(item, blend)[1] for item in evidence]
+        rows.append({"candidate": name, "mAP": scorer.score(finals, blend.min_confidence), "floor": blend.floor,
+                     "sigmoid_weight": blend.sigmoid_weight, "regressor_weight": blend.regressor_weight,
+                     "standing_weight": blend.standing_weight, "image_models_share": blend.image_models_share})
+    return pd.DataFrame(rows)
+
+
+def choose_blend(cfg: InferenceConfig, evidence: Sequence[ImageEvidence], scorer: SetScorer,
+                 grid: TuneGrid = TuneGrid()) -> tuple[BlendConfig, pd.DataFrame]:
+    """The grid's best blend on this (public) set; the first of equals, in grid order."""
+    has_regressor = any(item.regressor is not None for item in evidence)
+    has_image_models = any(item.keras_probs is not None for item in evidence)
+    named = candidates(grid, cfg.blend, has_regressor, has_image_models)
+    table = score_candidates(evidence, scorer, named)
+    best = int(table["mAP"].to_numpy().argmax())
+    return named[best][1], table
+
+
+def tune(cfg: InferenceConfig, images: Path, sample_path: Path, truth_path: Path,
+         grid: TuneGrid = TuneGrid()) -> tuple[InferenceConfig, pd.DataFrame]:
+    sample = read_sample(sample_path)
+    truth = read_submission(truth_path)
+    evidence = collect_evidence(cfg, images, sample)
+    scorer = SetScorer(truth, evidence, truth_name=str(truth_path))
+    blend, table = choose_blend(cfg, evidence, scorer, grid)
+    return replace(cfg, blend=blend), table
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from hpacam.config import parse_args, save_config
+    from hpacam.fileio import atomic_path
+    from hpacam.runs import setup_logging
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=Path, required=True, help="the public set's image folder")
+    parser.add_argument("--sample", type=Path, required=True, help="its sample_submission.csv")
+    parser.add_argument("--truth", type=Path, required=True, help="its per-cell truth (submission format)")
+    parser.add_argument("--out", type=Path, required=True, help="the tuned inference config to write (.yaml)")
+    cfg, args = parse_args(InferenceConfig, argv, parser=parser)
+    stem = args.out.with_suffix("")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    setup_logging(f"{stem}.log.txt")
+    try:
+        tuned, table = tune(cfg, args.images, args.sample, args.truth)
+    except (ValueError, FileNotFoundError, OSError) as exc:
+        parser.exit(1, f"tuning: error: {exc}\n")
+    with atomic_path(f"{stem}.csv") as tmp:
+        table.sort_values("mAP", ascending=False).to_csv(tmp, index=False, float_format="%.6f")
+    save_config(tuned, args.out)
+    best = table.loc[table["mAP"].idxmax()]
+    broadcast = table.loc[table["candidate"].str.startswith("broadcast"), "mAP"].max()
+    log.info("best on %s: %s (mAP %.4f; broadcast %.4f)", args.truth, best["candidate"], best["mAP"], broadcast)
+    print(f"tuned on {args.truth}: {best['candidate']} mAP {best['mAP']:.4f} (broadcast {broadcast:.4f}); "
+          f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
