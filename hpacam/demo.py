@@ -55,10 +55,11 @@ class DemoConfig:
     workers: int = 2
     cam_epochs: int = 20
     cam_image_size: int = 128
-    keras_recipe: str = "configs/img/demo_cpu.yaml"
+    keras_recipe: str = "configs/img/demo_cpu.yaml"  # "": no image-level Keras model
     keras_epochs: int = 0  # 0: the recipe's
     regressor_estimators: int = 200
     extract_images: int = 0  # single-label training images for the regressor; 0: all of them
+    oracle_rows: bool = True  # the two oracle inference runs per set (true image labels, truth masks)
 
 
 @dataclass
@@ -133,13 +134,15 @@ def generate_data(demo: Demo) -> dict[str, Path]:
 # ----------------------------------------------------------------------------- training: images and labels only
 
 
-def train_models(demo: Demo, train: Path) -> tuple[Path, Path]:
+def train_models(demo: Demo, train: Path) -> tuple[Path, Path | None]:
     cfg, out = demo.cfg, demo.out
     images, labels = train / "images", train / "labels.csv"
     demo.run("train Puzzle-CAM", "train-cam-model/train_cam.py", "--config", "configs/cam/tiny_cpu.yaml",
              f"run_dir={out / 'cam'}", f"data.sources=[{{images: {images}, labels: {labels}}}]",
              f"data.image_size={cfg.cam_image_size}", "data.fold=-1", f"train.epochs={cfg.cam_epochs}",
              "train.progress=false", f"train.seed={cfg.seed}")
+    if not cfg.keras_recipe:
+        return out / "cam" / "last.pt", None
     epochs = [f"train.epochs={cfg.keras_epochs}"] if cfg.keras_epochs else []
     demo.run("train image-level Keras model", "train-image-level-model/train_img.py", "--config", cfg.keras_recipe,
              f"run_dir={out / 'img'}", f"data.images={images}", f"data.labels={labels}", *epochs,
@@ -160,15 +163,14 @@ def fit_regressor(demo: Demo, train: Path, checkpoint: Path) -> Path:
     return next((out / "regressor").glob("*.npz"))
 
 
-def write_base_config(demo: Demo, checkpoint: Path, keras_model: Path, regressor: Path) -> Path:
+def write_base_config(demo: Demo, checkpoint: Path, keras_model: Path | None, regressor: Path) -> Path:
     """The models and fixed settings; the blend is left to the tuner, which chooses it on `public`."""
     text = f"""# Written by `make demo`: the models before tuning. inference.yaml is this file with the blend
 # chosen on the public set by python -m hpacam.tuning.
 cam_models:
   - checkpoint: {checkpoint}
     regressor: {regressor}
-image_models:
-  - model: {keras_model}
+image_models: {f"[{{model: {keras_model}}}]" if keras_model else "[]"}
 tta:
   scales: [1.0]
 segmentation:
@@ -218,7 +220,7 @@ def score_set(demo: Demo, part: str, data: Path, config: Path, submission: Path)
         demo.run(f"{name} {part}", "-m", "hpacam.baselines", *args, "--out", str(preds / f"{name}.csv"))
         demo.evaluate(part, name, truth, preds / f"{name}.csv")
     oracles = {"pipeline_true_image_labels": [f"oracle_image_labels={data / 'labels.csv'}"],
-               "oracle_segmentation_pipeline": [f"cells_dir={data / 'cells'}"]}
+               "oracle_segmentation_pipeline": [f"cells_dir={data / 'cells'}"]} if demo.cfg.oracle_rows else {}
     for name, overrides in oracles.items():
         demo.run(f"{name} {part}", "inference/inference.py", "--config", str(config), "--images",
                  str(data / "images"), "--sample", str(sample), "--out", str(preds / f"{name}.csv"), *overrides,

@@ -67,6 +67,9 @@ class BlendConfig:
     floor: float = 0.8  # gate: the share of the image probability a cell keeps whatever its evidence
     image_level_weight: float = 0.3  # linear: weight of the image probability
     image_models_share: float = 0.5  # image probability = share x Keras models + rest x CAM models' logits
+    # then (1 - cell_max_share) x that + cell_max_share x the image's highest per-cell regressor
+    # probability (multiple-instance max pooling of the cell evidence); 0 without a regressor
+    cell_max_share: float = 0.0
     border_factor: float = 1.0  # confidences of cells cut by the image border are multiplied by this
     min_confidence: float = 0.0  # triples below this are left out (smaller submissions)
 
@@ -279,10 +282,12 @@ def cell_probabilities(evidence: ImageEvidence, blend: BlendConfig) -> np.ndarra
 
 
 def blended_image_probs(evidence: ImageEvidence, blend: BlendConfig) -> np.ndarray:
-    if evidence.keras_probs is None:
-        return evidence.cam_probs
-    share = blend.image_models_share
-    return (1 - share) * evidence.cam_probs + share * evidence.keras_probs
+    probs = evidence.cam_probs
+    if evidence.keras_probs is not None:
+        probs = (1 - blend.image_models_share) * probs + blend.image_models_share * evidence.keras_probs
+    if blend.cell_max_share > 0 and evidence.regressor is not None and evidence.n_cells:
+        probs = (1 - blend.cell_max_share) * probs + blend.cell_max_share * evidence.regressor.max(axis=0)
+    return probs
 
 
 def combine(evidence: ImageEvidence, blend: BlendConfig) -> tuple[np.ndarray, np.ndarray]:
@@ -299,6 +304,8 @@ def image_sources(evidence: ImageEvidence, models: Models, image_probs: np.ndarr
     if evidence.keras_per_model is not None:
         for member, probs in zip(models.image_models, evidence.keras_per_model):
             sources[f"image_model:{Path(member.path).parent.name}/{Path(member.path).name}"] = probs
+    if evidence.regressor is not None and evidence.n_cells:
+        sources["cells_max_regressor"] = evidence.regressor.max(axis=0)
     sources["blend"] = image_probs
     return sources
 

@@ -55,28 +55,35 @@ class TuneGrid:
     floors: list[float] = field(default_factory=lambda: [0.0, 0.2, 0.4, 0.6, 0.8, 1.0])
     cell_sources: list[str] = field(default_factory=lambda: list(CELL_SOURCES))
     image_models_shares: list[float] = field(default_factory=lambda: [0.0, 0.25, 0.5, 0.75])
+    cell_max_shares: list[float] = field(default_factory=lambda: [0.0, 0.5, 1.0])
 
     def __post_init__(self):
         unknown = sorted(set(self.cell_sources) - set(CELL_SOURCES))
         if unknown:
             raise ValueError(f"unknown cell sources {unknown}; choose from {list(CELL_SOURCES)}")
-        for name, values in (("floors", self.floors), ("image_models_shares", self.image_models_shares)):
+        for name, values in (("floors", self.floors), ("image_models_shares", self.image_models_shares),
+                             ("cell_max_shares", self.cell_max_shares)):
             if not values or not all(0.0 <= v <= 1.0 for v in values):
                 raise ValueError(f"grid.{name} must be a non-empty list of numbers in [0, 1], got {values}")
 
 
 def candidates(grid: TuneGrid, base: BlendConfig, has_regressor: bool, has_image_models: bool) -> list[tuple[str, BlendConfig]]:
-    """Every distinct blend of the grid, named; floor 1 (broadcast) once per image-model share."""
+    """Every distinct blend of the grid, named; floor 1 (broadcast) once per image-probability setting."""
     sources = [s for s in grid.cell_sources if has_regressor or s not in NEEDS_REGRESSOR]
     shares = grid.image_models_shares if has_image_models else [base.image_models_share]
+    cell_max = grid.cell_max_shares if has_regressor else [0.0]
     out = []
-    for share, floor in itertools.product(shares, grid.floors):
+    for share, max_share, floor in itertools.product(shares, cell_max, grid.floors):
         for source in (sources[:1] if floor >= 1.0 else sources):
             sigmoid, regressor, standing = CELL_SOURCES[source]
             blend = replace(base, mode="gate", floor=floor, sigmoid_weight=sigmoid, regressor_weight=regressor,
-                            standing_weight=standing, image_models_share=share)
+                            standing_weight=standing, image_models_share=share, cell_max_share=max_share)
             name = "broadcast" if floor >= 1.0 else f"{source}, floor {floor:g}"
-            out.append((f"{name}, image models {share:g}" if has_image_models else name, blend))
+            if has_image_models:
+                name += f", image models {share:g}"
+            if has_regressor:
+                name += f", cell max {max_share:g}"
+            out.append((name, blend))
     return out
 
 
@@ -175,7 +182,8 @@ def score_candidates(evidence: Sequence[ImageEvidence], scorer: SetScorer,
         finals = [combine(item, blend)[1] for item in evidence]
         rows.append({"candidate": name, "mAP": scorer.score(finals, blend.min_confidence), "floor": blend.floor,
                      "sigmoid_weight": blend.sigmoid_weight, "regressor_weight": blend.regressor_weight,
-                     "standing_weight": blend.standing_weight, "image_models_share": blend.image_models_share})
+                     "standing_weight": blend.standing_weight, "image_models_share": blend.image_models_share,
+                     "cell_max_share": blend.cell_max_share})
     return pd.DataFrame(rows)
 
 
@@ -200,6 +208,13 @@ def tune(cfg: InferenceConfig, images: Path, sample_path: Path, truth_path: Path
     return replace(cfg, blend=blend), table
 
 
+def broadcast_like(table: pd.DataFrame, row: pd.Series) -> float:
+    """The score of `broadcast` with the same image probabilities as the candidate `row`."""
+    same = ((table["floor"] >= 1.0) & np.isclose(table["image_models_share"], row["image_models_share"])
+            & np.isclose(table["cell_max_share"], row["cell_max_share"]))
+    return float(table.loc[same, "mAP"].iloc[0])
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     from hpacam.config import parse_args, save_config
     from hpacam.fileio import atomic_path
@@ -222,7 +237,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         table.sort_values("mAP", ascending=False).to_csv(tmp, index=False, float_format="%.6f")
     save_config(tuned, args.out)
     best = table.loc[table["mAP"].idxmax()]
-    broadcast = table.loc[table["candidate"].str.startswith("broadcast"), "mAP"].max()
+    broadcast = broadcast_like(table, best)
     log.info("best on %s: %s (mAP %.4f; broadcast %.4f)", args.truth, best["candidate"], best["mAP"], broadcast)
     print(f"tuned on {args.truth}: {best['candidate']} mAP {best['mAP']:.4f} (broadcast {broadcast:.4f}); "
           f"wrote {args.out}")

@@ -46,7 +46,8 @@ class AugmentConfig:
 
 @dataclass
 class ModelConfig:
-    # efficientnet_b0..b7, convnext_tiny/small/base/large/xlarge, vit_b16, tiny (tests and demos)
+    # efficientnet_b0..b7, convnext_tiny/small/base/large/xlarge, vit_b16, small_cnn (the CPU
+    # demo: configs/img/demo_cpu.yaml), tiny (plumbing tests: traces in seconds, learns little)
     architecture: str = "efficientnet_b7"
     # "none" (random), "imagenet" (downloads: only when asked for), or a local file:
     # a .keras / .weights.h5 of this whole classifier, or (weights_scope=backbone) backbone weights.

@@ -106,7 +106,9 @@ def _small_cnn(size: int, weights: str | None, widths: tuple[int, ...] = SMALL_C
     for i, width in enumerate(widths):
         stride = 2 if i < len(widths) - 1 else 1
         x = keras.layers.Conv2D(width, 3, strides=stride, padding="same", use_bias=False, name=f"conv{i}")(x)
-        x = keras.layers.BatchNormalization(name=f"bn{i}")(x)
+        # momentum 0.9: the demo trains for a few hundred steps, too few for the default 0.99
+        # moving statistics to settle, and validation runs on them.
+        x = keras.layers.BatchNormalization(momentum=0.9, name=f"bn{i}")(x)
         x = keras.layers.ReLU(name=f"relu{i}")(x)
     x = keras.layers.Concatenate(name="pooled")([keras.layers.GlobalAveragePooling2D(name="avg_pool")(x),
                                                  keras.layers.GlobalMaxPooling2D(name="max_pool")(x)])
