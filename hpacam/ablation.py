@@ -1,16 +1,11 @@
-"""`make ablation`: which parts of the pipeline earn their place, measured on the demo's data.
+"""`make ablation`: which parts of the pipeline earn their place, under the demo's protocol.
 
-For each seed, the demo runs first (its own folder, `ROOT/seed{n}`; a finished one is reused),
-then each ablation changes one thing and reruns only what that change needs, with the same
-commands a user types:
-
-- Puzzle-CAM vs plain CAM: a second tiny model trained with `loss.mode=plain`, same data and seed;
-- swish vs relu vs raw maps: intensities re-extracted and a regressor refitted for each activation;
-- sigmoid vs regressor vs both; with and without the image-level (Keras) model; with and without
-  border down-weighting: inference overrides on the demo's models.
-
-Every row is the mAP of the metric against the synthetic truth, and `docs/ablation.md` is
-rewritten with one column per seed.
+For each seed, the demo runs first (its own folder, `ROOT/seed{n}`; a finished one is reused).
+Then each variant changes one thing and is treated exactly as the pipeline is: its blend is chosen
+on `public` by `hpacam.tuning` (over the grid the variant allows), and the chosen setting is
+scored once on `private`. Rows that are fixed settings (the seed's blend, one cell source) are
+scored on `private` as they are. The one row that reads per-cell truth for training is named
+an oracle and never feeds the pipeline.
 """
 
 from __future__ import annotations
@@ -30,27 +25,35 @@ from hpacam.fileio import atomic_write_text
 class Variant:
     key: str
     label: str
-    cam: str = "puzzle"  # which trained CAM model: puzzle or plain
-    activation: str = "swish"
-    overrides: list[str] = field(default_factory=list)
+    cam: str = "demo"  # which CAM model: the demo's, or "other" (Puzzle <-> plain)
+    regressor: str = "demo"  # demo | single (the seed's single-label images) | none | oracle (cell truth)
+    grid: list[str] = field(default_factory=list)  # tuning CLI options that restrict the grid
+    fixed: list[str] = field(default_factory=list)  # inference overrides instead of tuning
 
 
+SEED_BLEND = ["blend.floor=0.8", "blend.sigmoid_weight=0.5", "blend.regressor_weight=0.5",
+              "blend.standing_weight=0.0", "blend.image_models_share=0.5", "blend.cell_max_share=0.0"]
 VARIANTS = [
-    Variant("pipeline", "the demo's pipeline: Puzzle-CAM, swish, regressor, image-level model, no border factor"),
-    Variant("plain_cam", "plain CAM instead of Puzzle-CAM (classification loss only)", cam="plain"),
-    Variant("relu", "relu maps instead of swish (regressor refitted)", activation="relu"),
-    Variant("raw", "raw maps instead of swish (regressor refitted)", activation="raw"),
-    Variant("sigmoid_only", "per-image sigmoid only, no regressor",
-            overrides=["blend.sigmoid_weight=1.0", "blend.regressor_weight=0.0"]),
-    Variant("sigmoid_and_regressor", "per-image sigmoid and regressor averaged (library default)",
-            overrides=["blend.sigmoid_weight=0.5", "blend.regressor_weight=0.5"]),
-    Variant("no_image_models", "without the image-level Keras model (CAM image probabilities only)",
-            overrides=["image_models=[]"]),
-    Variant("border", "border cells down-weighted (`blend.border_factor=0.8`)", overrides=["blend.border_factor=0.8"]),
+    Variant("pipeline", "the demo's pipeline (blend tuned on public)"),
+    Variant("other_cam", "the other CAM objective (Puzzle-CAM <-> plain CAM), same data and steps budget",
+            cam="other"),
+    Variant("seed_regressor", "the seed's regressor: single-label training images only", regressor="single"),
+    Variant("no_regressor", "no regressor (per-image sigmoid and standing only)", regressor="none"),
+    Variant("no_image_models", "no image-level Keras model", grid=["--image-models-shares", "0"],
+            fixed=["image_models=[]"]),
+    Variant("no_cell_max", "image probabilities from the models only (no cell-max pooling)",
+            grid=["--cell-max-shares", "0"]),
+    Variant("standing_only", "cell evidence: within-image standing only", grid=["--cell-sources", "standing"]),
+    Variant("regressor_only", "cell evidence: regressor only", grid=["--cell-sources", "regressor"]),
+    Variant("seed_blend", "the seed's fixed blend, untuned (sigmoid + regressor 0.5/0.5, floor 0.8, "
+            "image models 0.5)", fixed=SEED_BLEND),
+    Variant("oracle_truth_regressor", "ORACLE: regressor trained on the synthetic per-cell truth (no real user "
+            "has it)", regressor="oracle"),
 ]
 REFERENCES = [
     ("broadcast_same_models", "`broadcast` with the demo pipeline's image probabilities"),
     ("cell_oracle_same_models", "`cell-oracle`: the same image probabilities, cells ranked perfectly within images"),
+    ("pipeline_true_image_labels", "the pipeline's cell stage with the true image labels (oracle)"),
     ("broadcast_true_labels_predicted_masks", "`broadcast` with the true image labels"),
 ]
 
@@ -60,59 +63,94 @@ def ensure_demo(folder: Path, seed: int) -> Demo:
     metrics_path = folder / "metrics.json"
     if metrics_path.is_file():
         saved = json.loads(metrics_path.read_text())
-        if saved.get("config", {}).get("seed") == seed:
+        if saved.get("config", {}).get("seed") == seed and "public" in saved:
             print(f"\n=== demo seed {seed}: reusing {folder}")
             demo = Demo(out=folder, cfg=DemoConfig(**saved["config"]))
-            demo.metrics.update(saved["mAP"])
+            demo.metrics = {"private": saved["mAP"], "public": saved["public"]}
             return demo
-    return run_demo(folder, seed)
+    return run_demo(folder, DemoConfig(seed=seed))
 
 
-def train_plain_cam(demo: Demo, train: Path) -> Path:
-    checkpoint = demo.out / "ablation" / "cam_plain" / "last.pt"
+def demo_loss_mode(demo: Demo) -> str:
+    from hpacam.config import read_yaml
+
+    return read_yaml(demo.out / "cam" / "config.yaml")["loss"]["mode"]
+
+
+def train_other_cam(demo: Demo, train: Path) -> Path:
+    """The same CAM recipe with the other objective; plain CAM steps cost half a Puzzle step."""
+    mode = "plain" if demo_loss_mode(demo) == "puzzle" else "puzzle"
+    checkpoint = demo.out / "ablation" / f"cam_{mode}" / "last.pt"
     if not checkpoint.is_file():
         cfg = demo.cfg
-        demo.run("train plain CAM", "train-cam-model/train_cam.py", "--config", "configs/cam/tiny_cpu.yaml",
-                 f"run_dir={checkpoint.parent}", f"data.sources=[{{images: {train / 'images'}, labels: {train / 'labels.csv'}}}]",
-                 f"data.image_size={cfg.cam_image_size}", "data.fold=-1", f"train.epochs={cfg.cam_epochs}",
-                 "train.progress=false", f"train.seed={cfg.seed}", "loss.mode=plain")
+        epochs = cfg.cam_epochs * 2 if mode == "plain" else max(1, cfg.cam_epochs // 2)
+        demo.run(f"train {mode} CAM", "train-cam-model/train_cam.py", "--config", cfg.cam_recipe,
+                 f"run_dir={checkpoint.parent}", f"data.sources=[{{images: {train / 'images'}, "
+                 f"labels: {train / 'labels.csv'}}}]", f"data.image_size={cfg.cam_image_size}", "data.fold=-1",
+                 f"train.epochs={epochs}", "train.progress=false", f"train.seed={cfg.seed}", f"loss.mode={mode}")
     return checkpoint
 
 
-def fit_variant_regressor(demo: Demo, train: Path, checkpoint: Path, name: str, activation: str) -> Path:
-    """Intensities and a regressor for one (model, activation) pair, as the demo fits its own."""
-    folder = demo.out / "ablation" / name
-    regressor = folder / "regressor"
-    if not any(regressor.glob("*.npz")):
+def fit_variant_regressor(demo: Demo, train: Path, checkpoint: Path, name: str, extra: list[str]) -> Path:
+    folder = demo.out / "ablation" / f"regressor_{name}"
+    if not any((folder / "regressor").glob("*.npz")):
         demo.run(f"extract intensities ({name})", "train-gradboost-regressor/extract_intensities.py",
                  f"images={train / 'images'}", f"labels={train / 'labels.csv'}", f"checkpoints=[{checkpoint}]",
-                 f"out_dir={folder / 'intensities'}", "select=all", f"max_images={demo.cfg.extract_images}",
-                 "tta.scales=[1.0]", f"activation={activation}", f"segmentation.cache.dir={demo.out / 'masks'}")
+                 f"out_dir={folder / 'intensities'}", "tta.scales=[1.0]",
+                 f"segmentation.cache.dir={demo.out / 'masks'}", *extra)
         demo.run(f"fit regressor ({name})", "train-gradboost-regressor/train_grad_boost.py",
-                 f"intensities={folder / 'intensities' / 'intensities.csv'}", f"out_dir={regressor}")
-    return next(regressor.glob("*.npz"))
+                 f"intensities={folder / 'intensities' / 'intensities.csv'}", f"out_dir={folder / 'regressor'}",
+                 f"regressor.n_estimators={demo.cfg.regressor_estimators}")
+    return next((folder / "regressor").glob("*.npz"))
 
 
-def score_variant(demo: Demo, test: Path, variant: Variant, checkpoint: Path, regressor: Path) -> float:
-    pred = demo.out / "ablation" / "predictions" / f"{variant.key}.csv"
-    demo.run(f"inference ({variant.key})", "inference/inference.py", "--config", str(demo.out / "inference.yaml"),
-             "--images", str(test / "images"), "--sample", str(test / "sample_submission.csv"), "--out", str(pred),
-             f"cam_models=[{{checkpoint: {checkpoint}, regressor: {regressor}}}]", f"activation={variant.activation}",
-             "visualise=0", "write_image_probs=false", *variant.overrides)
-    return demo.evaluate(f"ablation_{variant.key}", test / "truth.csv", pred)
+REGRESSOR_OPTIONS = {"single": ["select=single"], "oracle": ["select=all", "targets=cell_truth_oracle"]}
+
+
+def models_override(demo: Demo, variant: Variant, cams: dict, regressors: dict) -> str:
+    checkpoint = cams[variant.cam]
+    key = (variant.cam, variant.regressor)
+    if variant.regressor == "none":
+        return f"cam_models=[{{checkpoint: {checkpoint}}}]"
+    if key not in regressors:
+        if variant.regressor == "demo":  # the demo's regressor recipe on another CAM model
+            extra = [f"select={demo.cfg.regressor_select}"]
+        else:
+            extra = REGRESSOR_OPTIONS[variant.regressor]
+        regressors[key] = fit_variant_regressor(demo, demo.out / "synth" / "train", checkpoint,
+                                                f"{variant.cam}_{variant.regressor}", extra)
+    return f"cam_models=[{{checkpoint: {checkpoint}, regressor: {regressors[key]}}}]"
+
+
+def score_variant(demo: Demo, variant: Variant, cams: dict, regressors: dict) -> float:
+    folder = demo.out / "ablation" / variant.key
+    public, private = demo.out / "synth" / "public", demo.out / "synth" / "private"
+    models = models_override(demo, variant, cams, regressors)
+    config = demo.out / "inference.yaml"
+    if not variant.fixed or variant.grid:
+        config = folder / "tuned.yaml"
+        demo.run(f"tune ({variant.key})", "-m", "hpacam.tuning", "--config", str(demo.out / "inference.base.yaml"),
+                 "--images", str(public / "images"), "--sample", str(public / "sample_submission.csv"),
+                 "--truth", str(public / "truth.csv"), "--out", str(config), *variant.grid, models,
+                 *[o for o in variant.fixed if o.startswith("image_models")])
+        models_args: list[str] = []
+    else:
+        models_args = [models, *variant.fixed]
+    pred = folder / "private.csv"
+    demo.run(f"inference ({variant.key})", "inference/inference.py", "--config", str(config), "--images",
+             str(private / "images"), "--sample", str(private / "sample_submission.csv"), "--out", str(pred),
+             "visualise=0", "write_image_probs=false", *models_args)
+    return demo.evaluate("ablation", variant.key, private / "truth.csv", pred)
 
 
 def ablate(demo: Demo) -> dict[str, float]:
-    train, test = demo.out / "synth" / "train", demo.out / "synth" / "test"
-    cams = {"puzzle": demo.out / "cam" / "last.pt", "plain": train_plain_cam(demo, train)}
-    regressors = {("puzzle", "swish"): next((demo.out / "regressor").glob("*.npz"))}
+    demo.metrics.setdefault("ablation", {})
+    cams = {"demo": demo.out / "cam" / "last.pt", "other": train_other_cam(demo, demo.out / "synth" / "train")}
+    regressors = {("demo", "demo"): next((demo.out / "regressor").glob("*.npz"))}
     scores = {}
     for variant in VARIANTS:
-        pair = (variant.cam, variant.activation)
-        if pair not in regressors:
-            regressors[pair] = fit_variant_regressor(demo, train, cams[variant.cam], "_".join(pair), variant.activation)
-        scores[variant.key] = score_variant(demo, test, variant, cams[variant.cam], regressors[pair])
-    scores.update({key: demo.metrics[key] for key, _ in REFERENCES if key in demo.metrics})
+        scores[variant.key] = score_variant(demo, variant, cams, regressors)
+    scores.update({key: demo.metrics["private"][key] for key, _ in REFERENCES if key in demo.metrics["private"]})
     return scores
 
 
@@ -120,7 +158,7 @@ def format_table(results: dict[int, dict[str, float]]) -> list[str]:
     """One row per variant, one column per seed, then the mean and its difference from the pipeline's."""
     seeds = sorted(results)
     pipeline = sum(results[s]["pipeline"] for s in seeds) / len(seeds)
-    head = "| variant | " + " | ".join(f"seed {s}" for s in seeds) + " | mean | mean - pipeline |"
+    head = "| variant (private mAP) | " + " | ".join(f"seed {s}" for s in seeds) + " | mean | mean - pipeline |"
     lines = [head, "|---" * (len(seeds) + 3) + "|"]
     for key, label in [(v.key, v.label) for v in VARIANTS] + REFERENCES:
         values = [results[s].get(key) for s in seeds]
@@ -135,17 +173,17 @@ def format_table(results: dict[int, dict[str, float]]) -> list[str]:
 def write_doc(path: Path, results: dict[int, dict[str, float]], cfg: DemoConfig, minutes: float) -> Path:
     lines = ["# Ablation", "",
              "Written by `make ablation` (`python -m hpacam.ablation`); do not edit by hand. Each seed makes "
-             f"its own synthetic sets ({cfg.n_train} training and {cfg.n_test} test images at {cfg.image_size} px) "
-             f"and trains the demo's tiny models on CPU (Puzzle-CAM ResNet-10 at {cfg.cam_image_size} px for "
-             f"{cfg.cam_epochs} epochs, regressor on {cfg.extract_images} training images, a one-layer Keras ViT). "
-             "Each row changes one thing from the demo's pipeline; mAP is the competition metric (mask IoU 0.6) "
-             "against the synthetic truth of the test set.", "", *format_table(results), "",
+             f"its own synthetic sets ({cfg.n_train} training, {cfg.n_public} public and {cfg.n_private} private "
+             f"images at {cfg.image_size} px) and trains the demo's tiny models on CPU. Each row changes one "
+             "thing from the demo's pipeline; its blend is chosen on `public` over the grid the row allows, and "
+             "the figure is the competition metric (mask IoU 0.6) on `private`, where nothing was chosen.", "",
+             *format_table(results), "",
              f"Machine: {platform.machine()} {platform.system()}, CPU only; this run took {minutes:.0f} min "
              "(demos already in the ablation folder are reused).", "",
              "How to read it: `broadcast` gives every cell of an image the image's probabilities; "
              "`cell-oracle` keeps those probabilities but ranks the cells of each image perfectly, so it bounds "
-             "what any cell stage that only reorders cells within images can add. The pipeline can pass it "
-             "only by also re-ranking images (its regressor sees each cell's own evidence).", ""]
+             "what any cell stage that only reorders cells within images can add. The oracle rows read truth no "
+             "real user has: they measure headroom, they are not results.", ""]
     return atomic_write_text(path, "\n".join(lines))
 
 

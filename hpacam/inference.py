@@ -320,9 +320,11 @@ def score_image(image_id: str, folder: Path, models: Models, segmenter: Segmente
     evidence = image_evidence(image_id, folder, models, segmenter, keras_per_model, cfg, keep_pictures)
     image_probs = blended_image_probs(evidence, cfg.blend)
     sources = image_sources(evidence, models, image_probs)
-    if oracle_probs is not None:
+    blend = cfg.blend
+    if oracle_probs is not None:  # the labels are the image probabilities, nothing blended into them
         evidence = replace(evidence, cam_probs=np.asarray(oracle_probs, dtype=np.float64), keras_probs=None)
-    image_probs, final = combine(evidence, cfg.blend)
+        blend = replace(blend, cell_max_share=0.0)
+    image_probs, final = combine(evidence, blend)
     if not evidence.n_cells:
         log.warning("%s: no cells found; empty prediction string", image_id)
         return ImageResult(image_id, evidence.width, evidence.height, "", image_probs, sources)

@@ -225,12 +225,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--sample", type=Path, required=True, help="its sample_submission.csv")
     parser.add_argument("--truth", type=Path, required=True, help="its per-cell truth (submission format)")
     parser.add_argument("--out", type=Path, required=True, help="the tuned inference config to write (.yaml)")
+    defaults = TuneGrid()
+    parser.add_argument("--floors", type=float, nargs="+", default=defaults.floors, help="gate floors to try")
+    parser.add_argument("--cell-sources", nargs="+", default=defaults.cell_sources, choices=list(CELL_SOURCES))
+    parser.add_argument("--image-models-shares", type=float, nargs="+", default=defaults.image_models_shares)
+    parser.add_argument("--cell-max-shares", type=float, nargs="+", default=defaults.cell_max_shares)
     cfg, args = parse_args(InferenceConfig, argv, parser=parser)
     stem = args.out.with_suffix("")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     setup_logging(f"{stem}.log.txt")
     try:
-        tuned, table = tune(cfg, args.images, args.sample, args.truth)
+        grid = TuneGrid(args.floors, args.cell_sources, args.image_models_shares, args.cell_max_shares)
+        tuned, table = tune(cfg, args.images, args.sample, args.truth, grid)
     except (ValueError, FileNotFoundError, OSError) as exc:
         parser.exit(1, f"tuning: error: {exc}\n")
     with atomic_path(f"{stem}.csv") as tmp:

@@ -176,3 +176,23 @@ def test_small_cnn_trains_and_its_saved_model_reloads_safely(tmp_path, keras_ima
     assert probs.shape == (3, 19) and np.all((probs >= 0) & (probs <= 1))
     with pytest.raises(ValueError, match="'small_cnn' has no ImageNet weights"):
         build_model(ModelConfig(architecture="small_cnn", weights="imagenet"), 32)
+
+
+def test_validation_auc_leaves_out_classes_without_both_kinds_of_example():
+    """Keras's multi-label AUC scores a class with no positive example 0; the compiled metric leaves it out."""
+    from sklearn.metrics import roc_auc_score
+
+    from hpacam.tf.config import TrainConfig
+    from hpacam.tf.models import compile_model
+
+    rng = np.random.default_rng(0)
+    targets = (rng.random((48, 19)) < 0.3).astype("float32")
+    targets[:, 11] = 0.0  # no Mitotic spindle image in this fold
+    targets[:, 15] = 1.0  # every image an Aggresome: no negative
+    scores = np.clip(targets * 0.3 + rng.random((48, 19)) * 0.7, 0, 1).astype("float32")
+    model = keras.Sequential([keras.Input((19,)), keras.layers.Identity()])
+    compile_model(model, TrainConfig())
+    result = model.evaluate(scores, targets, batch_size=16, verbose=0, return_dict=True)
+    defined = [c for c in range(19) if 0 < targets[:, c].sum() < len(targets)]
+    expected = np.mean([roc_auc_score(targets[:, c], scores[:, c]) for c in defined])
+    assert result["auc"] == pytest.approx(expected, abs=2e-3)  # 200 thresholds
