@@ -62,6 +62,7 @@ class DemoConfig:
     regressor_estimators: int = 200
     regressor_select: str = "all"  # which labelled training images the regressor learns from: all or single
     extract_images: int = 0  # 0: every selected training image
+    cam_cache: bool = True  # decoded training images kept in memory (data.cache_images)
     oracle_rows: bool = True  # the two oracle inference runs on private (true image labels, truth masks)
 
 
@@ -143,7 +144,8 @@ def train_models(demo: Demo, train: Path) -> tuple[Path, Path | None]:
     demo.run("train CAM model", "train-cam-model/train_cam.py", "--config", cfg.cam_recipe,
              f"run_dir={out / 'cam'}", f"data.sources=[{{images: {images}, labels: {labels}}}]",
              f"data.image_size={cfg.cam_image_size}", "data.fold=-1", f"train.epochs={cfg.cam_epochs}",
-             f"loss.mode={cfg.cam_loss}", "train.progress=false", f"train.seed={cfg.seed}")
+             f"loss.mode={cfg.cam_loss}", f"data.cache_images={str(cfg.cam_cache).lower()}", "train.progress=false",
+             f"train.seed={cfg.seed}")
     if not cfg.keras_recipe:
         return out / "cam" / "last.pt", None
     epochs = [f"train.epochs={cfg.keras_epochs}"] if cfg.keras_epochs else []

@@ -113,6 +113,24 @@ def test_dataset_gives_chw_tensors_and_targets(tmp_path):
     assert tuple(plain[0][0].shape) == (4, 24, 24)
 
 
+def test_image_cache_gives_the_same_items_and_decodes_each_image_once(tmp_path, monkeypatch):
+    import hpacam.cam.data as data
+
+    images = read_sources(DataConfig(sources=[write_source(tmp_path, "set", {"a": "1", "b": "2|3"})]))
+    plain = CamDataset(images, image_size=16, mode="rgby", augment_cfg=AugmentConfig(), seed=0)
+    cached = CamDataset(images, image_size=16, mode="rgby", augment_cfg=AugmentConfig(), seed=0, cache=True)
+    reads = []
+    real_read = data.read_image
+    monkeypatch.setattr(data, "read_image", lambda *a, **k: reads.append(a[1]) or real_read(*a, **k))
+    for epoch in range(3):
+        plain.set_epoch(epoch)
+        cached.set_epoch(epoch)
+        for index in range(len(images)):
+            assert np.array_equal(plain[index][0].numpy(), cached[index][0].numpy())
+            cached[index][0].mul_(0)  # a caller writing into its batch must not reach the cache
+    assert reads.count("a") == 3 + 1 and reads.count("b") == 3 + 1  # plain every epoch, cached once
+
+
 def test_sampler_shards_cover_the_epoch_and_differ_per_epoch():
     shards = [ShardedSampler(10, True, seed=3, rank=r, world_size=3) for r in range(3)]
     seen = [i for s in shards for i in s]

@@ -132,8 +132,9 @@ class CamDataset(Dataset):
 
     def __init__(self, images: LabelledImages, image_size: int, mode: str = "rgby",
                  augment_cfg: AugmentConfig | None = None, seed: int = 0,
-                 read_options: ReadOptions = ReadOptions()):
+                 read_options: ReadOptions = ReadOptions(), cache: bool = False):
         self.images = images
+        self.cache: dict[int, np.ndarray] | None = {} if cache else None
         self.read_options = read_options
         self.image_size = image_size
         self.mode = mode
@@ -148,13 +149,22 @@ class CamDataset(Dataset):
     def __len__(self) -> int:
         return len(self.images)
 
+    def read(self, index: int, size: int | None) -> np.ndarray:
+        """The decoded image, from the cache when it holds it (the cache never changes what is read)."""
+        if self.cache is not None and index in self.cache:
+            return self.cache[index]
+        image = read_image(self.images.folders[index], self.images.ids[index], self.mode, size=size,
+                           options=self.read_options)
+        if self.cache is not None:
+            self.cache[index] = image
+        return image
+
     def __getitem__(self, index: int):
-        image_id, folder = self.images.ids[index], self.images.folders[index]
         if self.augment_cfg is None:
-            image = read_image(folder, image_id, self.mode, size=self.image_size, options=self.read_options)
+            image = self.read(index, self.image_size)
         else:
-            image = read_image(folder, image_id, self.mode, options=self.read_options)
-            image = augment(image, self.image_size, self.augment_cfg, sample_rng(self.seed, self.epoch, index))
+            image = augment(self.read(index, None), self.image_size, self.augment_cfg,
+                            sample_rng(self.seed, self.epoch, index))
         tensor = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
         return tensor, torch.from_numpy(self.images.targets[index]), index
 

@@ -453,7 +453,7 @@ class Loaders:
 
 def build_loaders(train_images, val_images, cfg: TrainCamConfig, procs: Processes) -> Loaders:
     train_set = CamDataset(train_images, cfg.data.image_size, cfg.data.mode, cfg.augment, cfg.train.seed,
-                           read_options=cfg.data.read)
+                           read_options=cfg.data.read, cache=cfg.data.cache_images)
     train_sampler = ShardedSampler(len(train_images), True, cfg.train.seed, procs.rank, procs.world_size)
     validation = None
     if val_images is not None:
