@@ -244,7 +244,7 @@ def score_set(demo: Demo, part: str, data: Path, config: Path, submission: Path)
 
 
 ROWS = [
-    ("pipeline", "the pipeline (segmentation, Puzzle-CAM x cell masks x image probabilities, calibration, "
+    ("pipeline", "the pipeline (segmentation, CAM x cell masks x image probabilities, calibration, "
                  "blend chosen on public)"),
     ("broadcast_same_models", "`broadcast` with the same models' image probabilities, same masks"),
     ("cell_oracle_same_models", "`cell-oracle`: the same image probabilities, truth cells ranked perfectly within "

@@ -52,10 +52,10 @@ NEEDS_REGRESSOR = {"regressor", "standing+regressor", "sigmoid+regressor"}
 
 @dataclass
 class TuneGrid:
-    floors: list[float] = field(default_factory=lambda: [0.0, 0.2, 0.4, 0.6, 0.8, 1.0])
+    floors: list[float] = field(default_factory=lambda: [0.0, 0.4, 0.6, 0.8, 0.9, 1.0])
     cell_sources: list[str] = field(default_factory=lambda: list(CELL_SOURCES))
-    image_models_shares: list[float] = field(default_factory=lambda: [0.0, 0.25, 0.5, 0.75])
-    cell_max_shares: list[float] = field(default_factory=lambda: [0.0, 0.5, 1.0])
+    image_models_shares: list[float] = field(default_factory=lambda: [0.0, 0.25, 0.5])
+    cell_max_shares: list[float] = field(default_factory=lambda: [0.0, 0.5])
 
     def __post_init__(self):
         unknown = sorted(set(self.cell_sources) - set(CELL_SOURCES))
@@ -117,6 +117,9 @@ def collect_evidence(cfg: InferenceConfig, images: Path, sample: pd.DataFrame,
 @dataclass
 class _ImageTruth:
     class_iou: dict  # class -> (cells, truth cells of the class) IoU of each predicted cell
+    # class -> each cell's true-positive flag when it does not depend on the confidences (no two
+    # cells reach the threshold on the same truth cell, as for disjoint masks); else None
+    fixed_hits: dict
 
 
 class SetScorer:
@@ -152,8 +155,16 @@ class SetScorer:
         rles = [mask_to_rle(mask, item.height, item.width) for mask in item.masks.values()]
         pred = ImageCells(rles, np.zeros(0, np.int64), np.zeros(0), np.zeros(0, np.int64))
         iou = image_iou(pred, truth_cells) if rles else np.zeros((0, len(truth_cells.rles)))
-        return _ImageTruth({label: iou[:, truth_cells.mask_index[truth_cells.labels == label]]
-                            for label in range(NUM_CLASSES)})
+        class_iou = {label: iou[:, truth_cells.mask_index[truth_cells.labels == label]]
+                     for label in range(NUM_CLASSES)}
+        return _ImageTruth(class_iou, {label: self._fixed_hits(values) for label, values in class_iou.items()})
+
+    def _fixed_hits(self, iou: np.ndarray):
+        if iou.shape[1] == 0:
+            return np.zeros(len(iou), dtype=bool)
+        target = iou.argmax(axis=1)
+        hits = iou[np.arange(len(iou)), target] >= self.iou_threshold
+        return hits if len(np.unique(target[hits])) == hits.sum() else None
 
     def score(self, confidences: Sequence[np.ndarray], min_confidence: float = 0.0) -> float:
         """mAP of per-image (cells, 19) confidences, in the order the evidence was given."""
@@ -166,7 +177,9 @@ class SetScorer:
                 keep = rounded[:, label] >= min_confidence
                 s = rounded[keep, label]
                 scores[label].append(s)
-                hits[label].append(greedy_true_positives(image.class_iou[label][keep], s, self.iou_threshold))
+                fixed = image.fixed_hits[label]
+                hits[label].append(fixed[keep] if fixed is not None else
+                                   greedy_true_positives(image.class_iou[label][keep], s, self.iou_threshold))
         aps = [average_precision(np.concatenate(scores[c]), np.concatenate(hits[c]), int(self.n_truth[c]))
                for c in range(NUM_CLASSES) if self.n_truth[c] > 0]
         return float(np.mean(aps))
