@@ -35,7 +35,8 @@ SEED_BLEND = ["blend.floor=0.8", "blend.sigmoid_weight=0.5", "blend.regressor_we
               "blend.standing_weight=0.0", "blend.image_models_share=0.5", "blend.cell_max_share=0.0"]
 VARIANTS = [
     Variant("pipeline", "the demo's pipeline (blend tuned on public)"),
-    Variant("other_cam", "the other CAM objective (Puzzle-CAM <-> plain CAM), same data and steps budget",
+    Variant("other_cam", "the other CAM objective (Puzzle-CAM if the demo trains plain CAM, and the reverse), "
+            "same data and compute (a Puzzle step costs two plain steps)",
             cam="other"),
     Variant("seed_regressor", "the seed's regressor: single-label training images only", regressor="single"),
     Variant("no_regressor", "no regressor (per-image sigmoid and standing only)", regressor="none"),
@@ -131,8 +132,8 @@ def score_variant(demo: Demo, variant: Variant, cams: dict, regressors: dict) ->
         config = folder / "tuned.yaml"
         demo.run(f"tune ({variant.key})", "-m", "hpacam.tuning", "--config", str(demo.out / "inference.base.yaml"),
                  "--images", str(public / "images"), "--sample", str(public / "sample_submission.csv"),
-                 "--truth", str(public / "truth.csv"), "--out", str(config), *variant.grid, models,
-                 *[o for o in variant.fixed if o.startswith("image_models")])
+                 "--truth", str(public / "truth.csv"), "--out", str(config), models,
+                 *[o for o in variant.fixed if o.startswith("image_models")], *variant.grid)  # options last: they take lists
         models_args: list[str] = []
     else:
         models_args = [models, *variant.fixed]
