@@ -88,7 +88,8 @@ def train_other_cam(demo: Demo, train: Path) -> Path:
         demo.run(f"train {mode} CAM", "train-cam-model/train_cam.py", "--config", cfg.cam_recipe,
                  f"run_dir={checkpoint.parent}", f"data.sources=[{{images: {train / 'images'}, "
                  f"labels: {train / 'labels.csv'}}}]", f"data.image_size={cfg.cam_image_size}", "data.fold=-1",
-                 f"train.epochs={epochs}", "train.progress=false", f"train.seed={cfg.seed}", f"loss.mode={mode}")
+                 f"train.epochs={epochs}", "train.progress=false", f"train.seed={cfg.seed}", f"loss.mode={mode}",
+                 f"data.cache_images={str(cfg.cam_cache).lower()}")
     return checkpoint
 
 
