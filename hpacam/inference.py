@@ -1,10 +1,12 @@
 """Inference: test images in, Kaggle `submission.csv` out.
 
-Per image: segment (through the mask cache); run every CAM model with test-time augmentation;
-per-cell intensities (the shared vectorised function); calibrate them (per-image sigmoid and the
-model's regressor, averaged by weight); average over CAM models; blend with the image-level
-probability (CAM models' own logits and the Keras image-level models, by weight); down-weight
-border cells; encode every cell's mask at the original size.
+Per image, in two steps. `image_evidence`: segment (through the mask cache); run every CAM model
+with test-time augmentation; per-cell intensities (the shared vectorised function) and three
+kinds of cell evidence from them (per-image sigmoid, the model's regressor, the within-image
+standing), averaged over CAM models; the Keras models' image probabilities. `combine`: the blend
+settings make the image probability and each cell's confidence from that evidence, and border
+cells are down-weighted. The split lets `hpacam.tuning` score many blends from one model pass
+with the same arithmetic. Every cell's mask is encoded at the original size.
 
 Images are streamed in chunks (only a chunk's Keras batch is held at once), models are loaded
 once, and the submission is written atomically in the sample's order. A bad image is either
