@@ -27,14 +27,15 @@ PROB_COLUMNS = [str(c) for c in range(NUM_CLASSES)]
 
 def image_level_scores(labels: np.ndarray, probs: np.ndarray) -> dict[str, float]:
     """Macro mAP and ROC AUC over the classes that have both positive and negative images."""
-    from sklearn.metrics import average_precision_score, roc_auc_score
+    from sklearn.metrics import average_precision_score
 
-    classes = [c for c in range(NUM_CLASSES) if 0 < labels[:, c].sum() < len(labels)]
-    if not classes:  # a tiny set: undefined, reported as such rather than stopping a run
+    from hpacam.cam.metrics import per_class_auc  # numpy and scikit-learn only, no torch
+
+    aucs = per_class_auc(probs, labels)
+    if not aucs:  # a tiny set: undefined, reported as such rather than stopping a run
         return {"mAP": float("nan"), "mean_auc": float("nan"), "classes": 0}
-    return {"mAP": float(np.mean([average_precision_score(labels[:, c], probs[:, c]) for c in classes])),
-            "mean_auc": float(np.mean([roc_auc_score(labels[:, c], probs[:, c]) for c in classes])),
-            "classes": len(classes)}
+    return {"mAP": float(np.mean([average_precision_score(labels[:, c], probs[:, c]) for c in aucs])),
+            "mean_auc": float(np.mean(list(aucs.values()))), "classes": len(aucs)}
 
 
 def read_sources(path: Path) -> pd.DataFrame:

@@ -409,19 +409,32 @@ def run_inference(cfg: InferenceConfig, images: Path, sample: pd.DataFrame, shar
     results: list[ImageResult] = []
     start = time.perf_counter()
     bar = tqdm(total=len(rows), desc="inference", unit="img")
-    for ids in chunks(rows["ID"].tolist(), cfg.chunk_size):
-        problems = {image_id: header_problem(images, image_id, cfg.read) for image_id in ids}
-        keras = keras_chunk_probs(models, [i for i in ids if problems[i] is None], images, cfg)
-        for image_id in ids:
-            results.append(score_or_skip(image_id, images, models, segmenter, keras, sizes[image_id], cfg,
-                                         keep=picture_dir is not None and len(results) < cfg.visualise,
-                                         picture_dir=picture_dir, problem=problems[image_id],
-                                         oracle_probs=oracle.get(image_id)))
-            bar.update(1)
+    for image_id, problem, keras_probs in checked_inputs(models, rows["ID"].tolist(), images, cfg):
+        results.append(score_or_skip(image_id, images, models, segmenter, keras_probs, sizes[image_id], cfg,
+                                     keep=picture_dir is not None and len(results) < cfg.visualise,
+                                     picture_dir=picture_dir, problem=problem, oracle_probs=oracle.get(image_id)))
+        bar.update(1)
     bar.close()
     log.info("%d images in %.1f s (%.2f images/s)", len(results), time.perf_counter() - start,
              len(results) / max(time.perf_counter() - start, 1e-9))
     return submission_frame(results, rows), probs_frame(results), sources_frame(results)
+
+
+def checked_inputs(models: Models, ids: Sequence[str], folder: Path,
+                   cfg: InferenceConfig) -> Iterator[tuple[str, Optional[ImageReadError], Optional[np.ndarray]]]:
+    """(ID, its problem or None, its image-level models' (models, 19) output or None), chunk by chunk.
+
+    Headers are checked once per chunk, before any reader decodes, and only the chunk's Keras
+    batch is held at once. An image the image-level models could not read is a problem too.
+    """
+    for chunk in chunks(ids, cfg.chunk_size):
+        problems = {image_id: header_problem(folder, image_id, cfg.read) for image_id in chunk}
+        keras = keras_chunk_probs(models, [i for i in chunk if problems[i] is None], folder, cfg)
+        for image_id in chunk:
+            problem = problems[image_id]
+            if problem is None and models.image_models and image_id not in keras:
+                problem = ImageReadError(f"{folder / image_id}_*: unreadable by the image-level models")
+            yield image_id, problem, keras.get(image_id)
 
 
 def oracle_labels(cfg: InferenceConfig, ids: Sequence[str]) -> dict[str, np.ndarray]:
@@ -457,19 +470,18 @@ def header_problem(folder: Path, image_id: str, options: ReadOptions) -> Optiona
     return None
 
 
-def score_or_skip(image_id: str, images: Path, models: Models, segmenter: Segmenter, keras: dict,
-                  size: tuple[int, int], cfg: InferenceConfig, keep: bool, picture_dir: Optional[Path],
-                  problem: Optional[ImageReadError] = None, oracle_probs: Optional[np.ndarray] = None) -> ImageResult:
+def score_or_skip(image_id: str, images: Path, models: Models, segmenter: Segmenter,
+                  keras_probs: Optional[np.ndarray], size: tuple[int, int], cfg: InferenceConfig, keep: bool,
+                  picture_dir: Optional[Path], problem: Optional[ImageReadError] = None,
+                  oracle_probs: Optional[np.ndarray] = None) -> ImageResult:
     """Score one image; under `on_bad_image=skip` a bad image gets an empty prediction and a warning.
 
-    `problem` is what `header_problem` found in the image's files, checked once per chunk.
+    `problem` and `keras_probs` are what `checked_inputs` found for the image.
     """
     try:
         if problem is not None:
             raise problem
-        if models.image_models and image_id not in keras:
-            raise ImageReadError(f"{images / image_id}_*: unreadable by the image-level models")
-        result = score_image(image_id, images, models, segmenter, keras.get(image_id), cfg, keep_pictures=keep,
+        result = score_image(image_id, images, models, segmenter, keras_probs, cfg, keep_pictures=keep,
                              oracle_probs=oracle_probs)
         if (result.width, result.height) != size:
             raise ImageReadError(f"{images / image_id}_*: image is {result.width}x{result.height} but the sample "

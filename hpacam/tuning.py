@@ -31,8 +31,8 @@ from tqdm import tqdm
 from hpacam.classes import NUM_CLASSES
 from hpacam.evaluate import (DEFAULT_IOU_THRESHOLD, average_precision, greedy_true_positives, image_iou,
                              parse_image)
-from hpacam.inference import (BlendConfig, ImageEvidence, InferenceConfig, Models, combine, header_problem,
-                              image_evidence, keras_chunk_probs, load_models, read_sample)
+from hpacam.inference import (BlendConfig, ImageEvidence, InferenceConfig, Models, checked_inputs, combine,
+                              image_evidence, load_models, read_sample)
 from hpacam.masks import mask_to_rle
 from hpacam.segmentation import Segmenter
 from hpacam.submission import read_submission
@@ -95,19 +95,12 @@ def collect_evidence(cfg: InferenceConfig, images: Path, sample: pd.DataFrame,
     """Run segmentation and the models over every sample image; a bad image is an error here."""
     models = models or load_models(cfg)
     segmenter = Segmenter(cfg.segmentation, read_options=cfg.read)
-    ids = sample["ID"].tolist()
     out = []
-    for start in tqdm(range(0, len(ids), cfg.chunk_size), desc="evidence", unit="chunk"):
-        chunk = ids[start:start + cfg.chunk_size]
-        for image_id in chunk:
-            problem = header_problem(images, image_id, cfg.read)
-            if problem is not None:
-                raise problem
-        keras = keras_chunk_probs(models, chunk, images, cfg)
-        for image_id in chunk:
-            if models.image_models and image_id not in keras:
-                raise ValueError(f"{images / image_id}_*: unreadable by the image-level models")
-            out.append(image_evidence(image_id, images, models, segmenter, keras.get(image_id), cfg))
+    inputs = checked_inputs(models, sample["ID"].tolist(), images, cfg)
+    for image_id, problem, keras_probs in tqdm(inputs, total=len(sample), desc="evidence", unit="img"):
+        if problem is not None:
+            raise problem
+        out.append(image_evidence(image_id, images, models, segmenter, keras_probs, cfg))
     return out
 
 
