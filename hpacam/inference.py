@@ -46,6 +46,12 @@ class CamModelEntry:
 
 
 @dataclass
+class CellModelEntry:
+    checkpoint: Path = Path("data/cell/run/last.pt")  # a cell-level classifier (train-cell-model)
+    weight: float = 1.0
+
+
+@dataclass
 class ImageModelEntry:
     model: Path = Path("data/img/run/best.keras")
     weight: float = 1.0
@@ -72,6 +78,11 @@ class BlendConfig:
     # then (1 - cell_max_share) x that + cell_max_share x the image's highest per-cell regressor
     # probability (multiple-instance max pooling of the cell evidence); 0 without a regressor
     cell_max_share: float = 0.0
+    # final = (1 - share) x the CAM pipeline's confidence + share x the cell models' probability
+    # (an absolute per-cell confidence, comparable across images) x image probability ** gate;
+    # share 0: no cell models. gate 0 trusts the cell models alone, 1 lets the image say yes first.
+    cell_model_share: float = 0.0
+    cell_model_gate: float = 0.0
     border_factor: float = 1.0  # confidences of cells cut by the image border are multiplied by this
     min_confidence: float = 0.0  # triples below this are left out (smaller submissions)
 
@@ -80,6 +91,8 @@ class BlendConfig:
 class InferenceConfig:
     cam_models: list[CamModelEntry] = field(default_factory=list)
     image_models: list[ImageModelEntry] = field(default_factory=list)
+    cell_models: list[CellModelEntry] = field(default_factory=list)
+    cell_model_flips: bool = True  # average each cell model over the four flips of every crop
     activation: Activation = "swish"
     tta: TTAConfig = field(default_factory=TTAConfig)
     sigmoid: SigmoidCalibration = field(default_factory=SigmoidCalibration)
@@ -122,6 +135,8 @@ class Models:
     cams: list[CamMember]
     image_models: list[ImageMember]
     device: str
+    cell_models: list = field(default_factory=list)  # hpacam.cellmodel.predict.LoadedCellModel
+    cell_model_weights: list[float] = field(default_factory=list)
 
 
 def resolve_device(device: str) -> str:
@@ -151,7 +166,12 @@ def load_models(cfg: InferenceConfig) -> Models:
         for entry in cfg.image_models:
             mode = entry.color_mode or color_mode_of(str(entry.model))
             image_members.append(ImageMember(load_image_model(str(entry.model)), mode, entry.weight, str(entry.model)))
-    return Models(members, image_members, device)
+    cell_models = []
+    if cfg.cell_models:
+        from hpacam.cellmodel.predict import load_cell_models
+
+        cell_models = load_cell_models([entry.checkpoint for entry in cfg.cell_models], device)
+    return Models(members, image_members, device, cell_models, [entry.weight for entry in cfg.cell_models])
 
 
 # ----------------------------------------------------------------------------- per-image scoring
@@ -198,6 +218,7 @@ class ImageEvidence:
     border: np.ndarray  # (cells,) bool
     cells: Optional[np.ndarray] = None  # label image, kept only for the pictures
     maps: Optional[np.ndarray] = None
+    cell_model: Optional[np.ndarray] = None  # (cells, 19) the cell-level classifiers; None without them
 
     @property
     def n_cells(self) -> int:
@@ -259,12 +280,19 @@ def image_evidence(image_id: str, folder: Path, models: Models, segmenter: Segme
     keras_probs = None
     if keras_per_model is not None:
         keras_probs = weighted_mean(list(keras_per_model), [m.weight for m in models.image_models])
+    cell_model = None
+    if models.cell_models:
+        from hpacam.cellmodel.predict import cell_model_probs
+
+        rgby = images["rgby"] if "rgby" in images else read_image(folder, image_id, "rgby", options=cfg.read)
+        cell_model = cell_model_probs(models.cell_models, models.cell_model_weights, rgby, seg.cells,
+                                      models.device, cfg.cell_model_flips)
     return ImageEvidence(
         image_id, width, height, masks, weighted_mean(cam_probs, weights), keras_probs, keras_per_model,
         weighted_mean(sigmoids, weights) if sigmoids else empty,
         weighted_mean(learned, learned_weights) if learned else None,
         weighted_mean(standings, weights) if standings else empty, border,
-        seg.cells if keep_pictures else None, maps_kept if keep_pictures else None)
+        seg.cells if keep_pictures else None, maps_kept if keep_pictures else None, cell_model)
 
 
 def cell_probabilities(evidence: ImageEvidence, blend: BlendConfig) -> np.ndarray:
@@ -297,7 +325,8 @@ def combine(evidence: ImageEvidence, blend: BlendConfig) -> tuple[np.ndarray, np
     image_probs = blended_image_probs(evidence, blend)
     if not evidence.n_cells:
         return image_probs, np.zeros((0, NUM_CLASSES))
-    return image_probs, final_confidences(cell_probabilities(evidence, blend), image_probs, evidence.border, blend)
+    return image_probs, final_confidences(cell_probabilities(evidence, blend), image_probs, evidence.border, blend,
+                                          evidence.cell_model)
 
 
 def image_sources(evidence: ImageEvidence, models: Models, image_probs: np.ndarray) -> dict[str, np.ndarray]:
@@ -308,6 +337,8 @@ def image_sources(evidence: ImageEvidence, models: Models, image_probs: np.ndarr
             sources[f"image_model:{Path(member.path).parent.name}/{Path(member.path).name}"] = probs
     if evidence.regressor is not None and evidence.n_cells:
         sources["cells_max_regressor"] = evidence.regressor.max(axis=0)
+    if evidence.cell_model is not None and evidence.n_cells:
+        sources["cells_max_cell_model"] = evidence.cell_model.max(axis=0)
     sources["blend"] = image_probs
     return sources
 
@@ -349,12 +380,16 @@ def precomputed_cells(cfg: InferenceConfig, image_id: str):
     return finish(cells, cells, cfg.segmentation, "precomputed")
 
 
-def final_confidences(cells: np.ndarray, image_probs: np.ndarray, border: np.ndarray, blend: BlendConfig) -> np.ndarray:
-    """Blend cell and image probabilities (see BlendConfig), then down-weight border cells."""
+def final_confidences(cells: np.ndarray, image_probs: np.ndarray, border: np.ndarray, blend: BlendConfig,
+                      cell_model: Optional[np.ndarray] = None) -> np.ndarray:
+    """Blend cell and image probabilities (see BlendConfig), mix in the cell models, down-weight border cells."""
     if blend.mode == "gate":
         final = image_probs[None, :] * (blend.floor + (1 - blend.floor) * cells)
     else:
         final = (1 - blend.image_level_weight) * cells + blend.image_level_weight * image_probs[None, :]
+    if cell_model is not None and blend.cell_model_share > 0:
+        gated = cell_model * image_probs[None, :] ** blend.cell_model_gate
+        final = (1 - blend.cell_model_share) * final + blend.cell_model_share * gated
     final[border] *= blend.border_factor
     return np.clip(final, 0.0, 1.0)
 

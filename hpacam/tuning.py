@@ -56,13 +56,18 @@ class TuneGrid:
     cell_sources: list[str] = field(default_factory=lambda: list(CELL_SOURCES))
     image_models_shares: list[float] = field(default_factory=lambda: [0.0, 0.25, 0.5])
     cell_max_shares: list[float] = field(default_factory=lambda: [0.0, 0.5])
+    # with cell models: their share of the final confidence, tried on the best blend of the rest
+    cell_model_shares: list[float] = field(default_factory=lambda: [0.0, 0.25, 0.5, 0.75, 1.0])
+    cell_model_gates: list[float] = field(default_factory=lambda: [0.0, 0.5, 1.0])
 
     def __post_init__(self):
         unknown = sorted(set(self.cell_sources) - set(CELL_SOURCES))
         if unknown:
             raise ValueError(f"unknown cell sources {unknown}; choose from {list(CELL_SOURCES)}")
         for name, values in (("floors", self.floors), ("image_models_shares", self.image_models_shares),
-                             ("cell_max_shares", self.cell_max_shares)):
+                             ("cell_max_shares", self.cell_max_shares),
+                             ("cell_model_shares", self.cell_model_shares),
+                             ("cell_model_gates", self.cell_model_gates)):
             if not values or not all(0.0 <= v <= 1.0 for v in values):
                 raise ValueError(f"grid.{name} must be a non-empty list of numbers in [0, 1], got {values}")
 
@@ -77,7 +82,8 @@ def candidates(grid: TuneGrid, base: BlendConfig, has_regressor: bool, has_image
         for source in (sources[:1] if floor >= 1.0 else sources):
             sigmoid, regressor, standing = CELL_SOURCES[source]
             blend = replace(base, mode="gate", floor=floor, sigmoid_weight=sigmoid, regressor_weight=regressor,
-                            standing_weight=standing, image_models_share=share, cell_max_share=max_share)
+                            standing_weight=standing, image_models_share=share, cell_max_share=max_share,
+                            cell_model_share=0.0)
             name = "broadcast" if floor >= 1.0 else f"{source}, floor {floor:g}"
             if has_image_models:
                 name += f", image models {share:g}"
@@ -189,19 +195,32 @@ def score_candidates(evidence: Sequence[ImageEvidence], scorer: SetScorer,
         rows.append({"candidate": name, "mAP": scorer.score(finals, blend.min_confidence), "floor": blend.floor,
                      "sigmoid_weight": blend.sigmoid_weight, "regressor_weight": blend.regressor_weight,
                      "standing_weight": blend.standing_weight, "image_models_share": blend.image_models_share,
-                     "cell_max_share": blend.cell_max_share})
+                     "cell_max_share": blend.cell_max_share, "cell_model_share": blend.cell_model_share,
+                     "cell_model_gate": blend.cell_model_gate})
     return pd.DataFrame(rows)
 
 
 def choose_blend(cfg: InferenceConfig, evidence: Sequence[ImageEvidence], scorer: SetScorer,
                  grid: TuneGrid = TuneGrid()) -> tuple[BlendConfig, pd.DataFrame]:
-    """The grid's best blend on this (public) set; the first of equals, in grid order."""
+    """The grid's best blend on this (public) set; the first of equals, in grid order.
+
+    With cell models, their share is chosen second, on the best blend of the CAM pipeline (its
+    share-0 row is that blend itself): one pass over the share grid instead of a product with it.
+    """
     has_regressor = any(item.regressor is not None for item in evidence)
     has_image_models = any(item.keras_probs is not None for item in evidence)
     named = candidates(grid, cfg.blend, has_regressor, has_image_models)
     table = score_candidates(evidence, scorer, named)
-    best = int(table["mAP"].to_numpy().argmax())
-    return named[best][1], table
+    best = named[int(table["mAP"].to_numpy().argmax())]
+    if any(item.cell_model is not None for item in evidence):
+        shares = [(f"{best[0]}, cell model {share:g} gate {gate:g}",
+                   replace(best[1], cell_model_share=share, cell_model_gate=gate))
+                  for share in grid.cell_model_shares if share > 0 for gate in grid.cell_model_gates]
+        more = score_candidates(evidence, scorer, shares)
+        table = pd.concat([table, more], ignore_index=True)
+        named = named + shares
+        best = named[int(table["mAP"].to_numpy().argmax())]
+    return best[1], table
 
 
 def tune(cfg: InferenceConfig, images: Path, sample_path: Path, truth_path: Path,
@@ -217,7 +236,7 @@ def tune(cfg: InferenceConfig, images: Path, sample_path: Path, truth_path: Path
 def broadcast_like(table: pd.DataFrame, row: pd.Series) -> float:
     """The score of `broadcast` with the same image probabilities as the candidate `row`."""
     same = ((table["floor"] >= 1.0) & np.isclose(table["image_models_share"], row["image_models_share"])
-            & np.isclose(table["cell_max_share"], row["cell_max_share"]))
+            & np.isclose(table["cell_max_share"], row["cell_max_share"]) & (table["cell_model_share"] == 0))
     return float(table.loc[same, "mAP"].iloc[0])
 
 
@@ -236,12 +255,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--cell-sources", nargs="+", default=defaults.cell_sources, choices=list(CELL_SOURCES))
     parser.add_argument("--image-models-shares", type=float, nargs="+", default=defaults.image_models_shares)
     parser.add_argument("--cell-max-shares", type=float, nargs="+", default=defaults.cell_max_shares)
+    parser.add_argument("--cell-model-shares", type=float, nargs="+", default=defaults.cell_model_shares,
+                        help="shares of the cell models in the final confidence (with cell_models)")
+    parser.add_argument("--cell-model-gates", type=float, nargs="+", default=defaults.cell_model_gates,
+                        help="exponents of the image probability gating the cell models")
     cfg, args = parse_args(InferenceConfig, argv, parser=parser)
     stem = args.out.with_suffix("")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     setup_logging(f"{stem}.log.txt")
     try:
-        grid = TuneGrid(args.floors, args.cell_sources, args.image_models_shares, args.cell_max_shares)
+        grid = TuneGrid(args.floors, args.cell_sources, args.image_models_shares, args.cell_max_shares,
+                        args.cell_model_shares, args.cell_model_gates)
         tuned, table = tune(cfg, args.images, args.sample, args.truth, grid)
     except (ValueError, FileNotFoundError, OSError) as exc:
         parser.exit(1, f"tuning: error: {exc}\n")

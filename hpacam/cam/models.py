@@ -34,6 +34,7 @@ OUTPUT_STRIDES = (8, 16, 32)
 # ImageNet statistics; the yellow channel borrows red's, like its stem filters.
 RGBY_MEAN = (0.485, 0.456, 0.406, 0.485)
 RGBY_STD = (0.229, 0.224, 0.225, 0.229)
+MASK_MEAN_STD = (0.5, 0.5)  # a cell mask (the cell-level classifier's fifth channel) is 0 or 1
 # Head parameters of the source libraries' checkpoints: dropped when loading a backbone.
 HEAD_PREFIXES = ("fc.", "_fc.", "classifier.", "head.", "last_linear.")
 
@@ -110,15 +111,17 @@ def create_model(name: str, pretrained: bool = False, in_chans: int = 4, output_
     ~100 px in a 640 px image, so stride 32 would give each cell a couple of map pixels.
     `kwargs` go to the backbone constructor (e.g. timm's `channels`, `drop_path_rate`).
     """
-    if in_chans not in (3, 4):
-        raise ValueError(f"in_chans must be 3 (RGB) or 4 (RGBY), got {in_chans}")
+    if in_chans not in (3, 4, 5):
+        raise ValueError(f"in_chans must be 3 (RGB), 4 (RGBY) or 5 (RGBY + a cell mask), got {in_chans}")
     if output_stride not in OUTPUT_STRIDES:
         raise ValueError(f"output_stride must be one of {OUTPUT_STRIDES}, got {output_stride}")
-    mean = tuple(mean) if mean is not None else RGBY_MEAN[:in_chans]
-    std = tuple(std) if std is not None else RGBY_STD[:in_chans]
+    mean = tuple(mean) if mean is not None else (RGBY_MEAN + MASK_MEAN_STD[:1])[:in_chans]
+    std = tuple(std) if std is not None else (RGBY_STD + MASK_MEAN_STD[1:])[:in_chans]
     backbone, num_features = create_backbone(name, pretrained, output_stride, **kwargs)
-    if in_chans == 4:
+    if in_chans >= 4:
         widen_stem_to_rgby(backbone)
+    if in_chans == 5:
+        add_mask_channel(backbone)
     if pretrained_path is not None:
         load_backbone_weights(backbone, pretrained_path)
     arch = {"name": name, "in_chans": in_chans, "output_stride": output_stride,
@@ -279,9 +282,9 @@ def find_stem_conv(module: nn.Module) -> tuple[str, nn.Conv2d]:
     """The convolution that reads the image (the first one registered), with its name."""
     for name, child in module.named_modules():
         if isinstance(child, nn.Conv2d):
-            if child.in_channels not in (3, 4):
+            if child.in_channels not in (3, 4, 5):
                 raise ValueError(f"{type(module).__name__}: first convolution {name!r} reads "
-                                 f"{child.in_channels} channels; expected an RGB(Y) stem")
+                                 f"{child.in_channels} channels; expected an RGB(Y) stem (+ a mask)")
             return name, child
     raise ValueError(f"{type(module).__name__}: no input convolution found")
 
@@ -304,6 +307,16 @@ def widen_stem_to_rgby(module: nn.Module) -> None:
         raise ValueError(f"stem {name!r} already reads {conv.in_channels} channels")
     conv.weight = nn.Parameter(rgby_stem_weight(conv.weight.detach()).contiguous())
     conv.in_channels = 4
+
+
+def add_mask_channel(module: nn.Module) -> None:
+    """A fifth input channel (a cell's mask) with zero filters: pretrained stems start unchanged."""
+    name, conv = find_stem_conv(module)
+    if conv.in_channels != 4:
+        raise ValueError(f"stem {name!r} reads {conv.in_channels} channels; a mask channel goes after RGBY")
+    weight = conv.weight.detach()
+    conv.weight = nn.Parameter(torch.cat([weight, torch.zeros_like(weight[:, :1])], dim=1).contiguous())
+    conv.in_channels = 5
 
 
 # ----------------------------------------------------------------------------- local weights

@@ -19,7 +19,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
@@ -375,7 +375,7 @@ def validate(ctx: StepContext, model: CamClassifier, loader: DataLoader) -> dict
 # ----------------------------------------------------------------------------- the run
 
 
-def make_loader(dataset: CamDataset, sampler: ShardedSampler, batch_size: int, cfg: TrainCamConfig,
+def make_loader(dataset: Any, sampler: ShardedSampler, batch_size: int, cfg: TrainCamConfig,
                 procs: Processes) -> DataLoader:
     # The loader's own generator keeps it from drawing on the global torch RNG, which the
     # checkpoint saves: creating an iterator must not shift what a resumed run would see.
@@ -392,12 +392,42 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def train(cfg: TrainCamConfig) -> TrainResult:
-    """Train a CAM classifier as `cfg` says; returns where the checkpoints are and the last metrics."""
-    check_config(cfg)
+@dataclass
+class TrainingData:
+    """What the loop trains on: datasets of (input, target, index) items with `set_epoch(epoch)`.
+
+    The CAM stage's are whole images (`cam_training_data`); the cell stage's are crops of cells
+    (`hpacam.cellmodel.train`). Everything else, from resume to DDP, is the same loop.
+    """
+
+    train_set: Any
+    val_set: Any | None
+    in_chans: int
+
+
+def cam_training_data(cfg: TrainCamConfig, procs: Processes) -> TrainingData:
+    train_images, val_images = split_folds(read_sources(cfg.data), cfg.data)
+    if procs.is_main:
+        log.info("train: %s", describe(train_images))
+        log.info("validation: %s", describe(val_images) if val_images is not None else "none (data.fold=-1)")
+    train_set = CamDataset(train_images, cfg.data.image_size, cfg.data.mode, cfg.augment, cfg.train.seed,
+                           read_options=cfg.data.read, cache=cfg.data.cache_images)
+    val_set = None
+    if val_images is not None:
+        val_set = CamDataset(val_images, cfg.data.image_size, cfg.data.mode, read_options=cfg.data.read)
+    return TrainingData(train_set, val_set, len(COLOR_MODES[cfg.data.mode]))
+
+
+DataBuilder = Callable[[TrainCamConfig, Processes], TrainingData]
+
+
+def train(cfg: TrainCamConfig, data_builder: DataBuilder = cam_training_data,
+          check: Callable[[TrainCamConfig], None] = check_config) -> TrainResult:
+    """Train a classifier as `cfg` says; returns where the checkpoints are and the last metrics."""
+    check(cfg)
     procs = start_processes(cfg.train.device, cfg.train.dist_backend)
     try:
-        return run_training(cfg, procs)
+        return run_training(cfg, procs, data_builder)
     except Exception as exc:
         if procs.is_main:
             log.error("training stopped: %s", exc)  # the run folder's log.txt keeps the cause
@@ -418,10 +448,10 @@ def close_run_log(log_file: Path) -> None:
             handler.close()
 
 
-def build_model(cfg: TrainCamConfig, procs: Processes) -> tuple[CamClassifier, torch.nn.Module]:
+def build_model(cfg: TrainCamConfig, procs: Processes, in_chans: int) -> tuple[CamClassifier, torch.nn.Module]:
     """(the classifier, its training view: PuzzleNet, wrapped in DDP when distributed)."""
     model = create_model(cfg.model.name, pretrained=cfg.model.pretrained,
-                         in_chans=len(COLOR_MODES[cfg.data.mode]), output_stride=cfg.model.output_stride,
+                         in_chans=in_chans, output_stride=cfg.model.output_stride,
                          pretrained_path=cfg.model.pretrained_path, mean=cfg.model.mean, std=cfg.model.std,
                          **cfg.model.kwargs).to(procs.device)
     if cfg.train.channels_last:
@@ -434,34 +464,32 @@ def build_model(cfg: TrainCamConfig, procs: Processes) -> tuple[CamClassifier, t
 
 
 def count_steps_per_epoch(n_images: int, cfg: TrainCamConfig, procs: Processes) -> int:
-    """Whole optimizer steps each process can take per epoch (leftover images wait for the next epoch)."""
+    """Whole optimizer steps each process can take per epoch (leftover items wait for the next epoch)."""
     per_step = cfg.train.batch_size * cfg.train.accumulation
     steps = shard_size(n_images, procs.world_size) // per_step
     if steps == 0:
-        raise ValueError(f"{n_images} training images over {procs.world_size} process(es) are fewer than one "
+        raise ValueError(f"{n_images} training items over {procs.world_size} process(es) are fewer than one "
                          f"optimizer step (batch_size {cfg.train.batch_size} x accumulation {cfg.train.accumulation})")
     return steps
 
 
 @dataclass
 class Loaders:
-    train_set: CamDataset
+    train_set: Any
     train_sampler: ShardedSampler
     train: DataLoader
     validation: DataLoader | None
 
 
-def build_loaders(train_images, val_images, cfg: TrainCamConfig, procs: Processes) -> Loaders:
-    train_set = CamDataset(train_images, cfg.data.image_size, cfg.data.mode, cfg.augment, cfg.train.seed,
-                           read_options=cfg.data.read, cache=cfg.data.cache_images)
-    train_sampler = ShardedSampler(len(train_images), True, cfg.train.seed, procs.rank, procs.world_size)
+def build_loaders(data: TrainingData, cfg: TrainCamConfig, procs: Processes) -> Loaders:
+    train_sampler = ShardedSampler(len(data.train_set), True, cfg.train.seed, procs.rank, procs.world_size)
     validation = None
-    if val_images is not None:
-        val_set = CamDataset(val_images, cfg.data.image_size, cfg.data.mode, read_options=cfg.data.read)
-        val_sampler = ShardedSampler(len(val_images), False, 0, procs.rank, procs.world_size, pad=False)
-        validation = make_loader(val_set, val_sampler, cfg.data.val_batch_size or 2 * cfg.train.batch_size, cfg, procs)
-    return Loaders(train_set, train_sampler, make_loader(train_set, train_sampler, cfg.train.batch_size, cfg, procs),
-                   validation)
+    if data.val_set is not None:
+        val_sampler = ShardedSampler(len(data.val_set), False, 0, procs.rank, procs.world_size, pad=False)
+        validation = make_loader(data.val_set, val_sampler, cfg.data.val_batch_size or 2 * cfg.train.batch_size,
+                                 cfg, procs)
+    return Loaders(data.train_set, train_sampler,
+                   make_loader(data.train_set, train_sampler, cfg.train.batch_size, cfg, procs), validation)
 
 
 def start_or_resume(cfg: TrainCamConfig, ctx: StepContext, model: CamClassifier, steps_per_epoch: int) -> bool:
@@ -504,28 +532,24 @@ def finish_epoch(ctx: StepContext, model: CamClassifier, loaders: Loaders, epoch
     return improved
 
 
-def run_training(cfg: TrainCamConfig, procs: Processes) -> TrainResult:
+def run_training(cfg: TrainCamConfig, procs: Processes, data_builder: DataBuilder = cam_training_data) -> TrainResult:
     run_dir = Path(cfg.run_dir)
     if procs.is_main:
         prepare_run_dir(run_dir, cfg)
         log.info("training on %s x %d process(es), run folder %s", procs.device, procs.world_size, run_dir)
         for path in remove_stale_temp_files(run_dir):  # writes a killed run never finished
             log.info("removed %s, left by an interrupted write", path.name)
-    seed_everything(cfg.train.seed)
-    train_images, val_images = split_folds(read_sources(cfg.data), cfg.data)
-    if procs.is_main:
-        log.info("train: %s", describe(train_images))
-        log.info("validation: %s", describe(val_images) if val_images is not None else "none (data.fold=-1)")
-
-    model, net = build_model(cfg, procs)
-    steps_per_epoch = count_steps_per_epoch(len(train_images), cfg, procs)
+    data = data_builder(cfg, procs)
+    seed_everything(cfg.train.seed)  # after the data: building it may draw (e.g. a model for pseudo-labels)
+    model, net = build_model(cfg, procs, data.in_chans)
+    steps_per_epoch = count_steps_per_epoch(len(data.train_set), cfg, procs)
     total_steps = cfg.train.epochs * steps_per_epoch
     optimizer = build_optimizer(model, cfg.optim)
     ctx = StepContext(cfg, procs, net, optimizer, build_scheduler(optimizer, total_steps, steps_per_epoch, cfg.optim),
                       torch.amp.GradScaler("cuda", enabled=cfg.train.amp and procs.device.type == "cuda"),
                       TrainState(), total_steps, open_tensorboard(run_dir, cfg.train.tensorboard and procs.is_main))
     resumed = start_or_resume(cfg, ctx, model, steps_per_epoch)
-    loaders = build_loaders(train_images, val_images, cfg, procs)
+    loaders = build_loaders(data, cfg, procs)
     rows = read_metrics_rows(run_dir / "metrics.csv", ctx.state.step) if resumed else []
     wrote_best = resumed and (run_dir / "best.pt").is_file()
     stop_at = min(cfg.train.stop_after_steps or total_steps, total_steps)

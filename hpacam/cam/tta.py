@@ -45,11 +45,14 @@ class LoadedCamModel:
 
 def load_cam_models(paths: Sequence[str | Path], device: str | torch.device = "cpu") -> list[LoadedCamModel]:
     """Load checkpoints once (weights_only) and keep each one's training size and colour mode."""
-    from hpacam.cam.checkpoint import model_from_checkpoint, read_checkpoint
+    from hpacam.cam.checkpoint import CheckpointError, model_from_checkpoint, read_checkpoint
 
     loaded = []
     for path in paths:
         checkpoint = read_checkpoint(path)
+        if "cells" in checkpoint.get("config", {}):
+            raise CheckpointError(f"{path}: a cell-level classifier's checkpoint (it reads crops of one cell, not "
+                                  "whole images); it goes under cell_models, not cam_models")
         model = model_from_checkpoint(checkpoint).to(device).eval()
         data = checkpoint["config"]["data"]
         stride = int(checkpoint["arch"].get("output_stride", 16))

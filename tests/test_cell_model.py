@@ -1,0 +1,346 @@
+"""The cell-level classifier: crops that line up with cells, the crop cache, weak labels that only
+ever lower, training through the CAM stage's loop (exact resume, SIGKILL), and inference/tuning.
+
+Tiny data: eight synthetic 128 px training images, six public ones, a resnet10t with 8-64
+channels on 32 px crops. The numbers mean nothing about quality; every path runs for real.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from hpacam.cellmodel.crops import CropSettings, build_crop_set, cell_crops, crop_window
+from hpacam.cellmodel.pseudo import soft_targets
+from hpacam.config import load_config
+
+REPO = Path(__file__).resolve().parents[1]
+CELL_RECIPE = REPO / "configs" / "cell" / "tiny_cpu.yaml"
+CAM_RECIPE = REPO / "configs" / "cam" / "tiny_cpu.yaml"
+SCRIPT = REPO / "train-cell-model" / "train_cell.py"
+
+
+@pytest.fixture(scope="module")
+def sets(tmp_path_factory):
+    from hpacam.synth import generate_dataset
+
+    root = tmp_path_factory.mktemp("cellmodel")
+    generate_dataset(root / "train", 8, 128, seed=41, progress=False)
+    generate_dataset(root / "public", 6, 128, seed=42, progress=False)
+    return root
+
+
+def cell_overrides(root: Path, run_dir: Path, *extra: str) -> list[str]:
+    return [f"run_dir={run_dir}", f"data.sources=[{{images: {root / 'train' / 'images'}, "
+            f"labels: {root / 'train' / 'labels.csv'}}}]", "data.image_size=32",
+            "model.kwargs={channels: [8, 16, 32, 64], stem_width: 8}", "train.batch_size=16", "train.epochs=2",
+            "train.progress=false", f"cells.segmentation.cache.dir={root / 'masks'}", *extra]
+
+
+def single_threaded(fn, *args):
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return fn(*args)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def train_cells(root: Path, run_dir: Path, *extra: str):
+    from hpacam.cellmodel.config import TrainCellConfig
+    from hpacam.cellmodel.train import train_cell_model
+
+    return single_threaded(train_cell_model, load_config(TrainCellConfig, CELL_RECIPE, cell_overrides(root, run_dir, *extra)))
+
+
+@pytest.fixture(scope="module")
+def cell_run(sets):
+    run = sets / "cell"
+    train_cells(sets, run)
+    return run
+
+
+# ----------------------------------------------------------------------------- crops
+
+
+def test_crops_line_up_with_their_cells():
+    cells = np.zeros((64, 64), np.int32)
+    cells[10:20, 10:20] = 1  # a 10 px square: with margin 0 the window is the box itself
+    cells[30:50, 40:52] = 2
+    cells[0:8, 56:64] = 3  # cut by the corner: the window leaves the image
+    image = np.zeros((64, 64, 4), np.float32)
+    for cell in (1, 2, 3):
+        for channel in range(4):
+            image[cells == cell, channel] = 0.1 * cell + 0.02 * channel
+    image[cells == 0] = 0.9  # bright background, so a misplaced window shows
+
+    exact = cell_crops(image, cells, CropSettings(size=10, margin=0.0))
+    assert exact.shape == (3, 5, 10, 10) and exact.dtype == np.uint8
+    assert (exact[0, 4] == 255).all()  # cell 1 fills its own window
+    np.testing.assert_array_equal(exact[0, :4], np.round(image[10:20, 10:20].transpose(2, 0, 1) * 255))
+
+    crops = cell_crops(image, cells, CropSettings(size=32, margin=0.1))
+    for index, cell in enumerate((1, 2, 3)):
+        inside = crops[index, 4] == 255
+        assert inside.sum() > 100
+        for channel in range(4):
+            assert np.median(crops[index, channel][inside]) == pytest.approx(255 * (0.1 * cell + 0.02 * channel), abs=1)
+    top, left, side = crop_window((slice(0, 8), slice(56, 64)), 0.1)
+    assert top < 0 and left + side > 64  # so part of crop 3 is padding
+    assert (crops[2, :, 0, :] == 0).all() or (crops[2, :, :, -1] == 0).all()
+    assert len(cell_crops(image, np.zeros((64, 64), np.int32))) == 0
+
+
+def test_crop_cache_round_trips_and_a_change_of_settings_or_bytes_gives_a_new_set(sets, tmp_path):
+    import cv2
+
+    from hpacam.segmentation import SegmentationConfig, Segmenter
+    from hpacam.segmentation.settings import CacheSettings
+
+    images = tmp_path / "images"
+    images.mkdir()
+    ids = sorted({p.name.rsplit("_", 1)[0] for p in (sets / "train" / "images").glob("*.png")})[:3]
+    for image_id in ids:
+        for path in (sets / "train" / "images").glob(f"{image_id}_*.png"):
+            (images / path.name).write_bytes(path.read_bytes())
+    segmenter = Segmenter(SegmentationConfig(cache=CacheSettings(enabled=False)))
+    first = build_crop_set(tmp_path / "crops", images, ids, segmenter, CropSettings(size=32), progress=False)
+    again = build_crop_set(tmp_path / "crops", images, ids, segmenter, CropSettings(size=32), progress=False)
+    assert again.folder == first.folder
+    np.testing.assert_array_equal(np.asarray(again.crops), np.asarray(first.crops))
+    assert again.index["ID"].tolist() == first.index["ID"].tolist()
+    n_cells = sum(segmenter.segment_file(images, i).n_cells for i in ids)
+    assert len(first.crops) == n_cells and first.index.groupby("ID")["cell"].max().sum() == n_cells
+
+    other_seg = Segmenter(replace(segmenter.cfg, classic=replace(segmenter.cfg.classic, cell_cut=0.2)))
+    changed = build_crop_set(tmp_path / "crops", images, ids, other_seg, CropSettings(size=32), progress=False)
+    bigger = build_crop_set(tmp_path / "crops", images, ids, segmenter, CropSettings(size=48), progress=False)
+    green = images / f"{ids[0]}_green.png"
+    plane = cv2.imread(str(green), cv2.IMREAD_UNCHANGED)
+    cv2.imwrite(str(green), plane // 2)
+    edited = build_crop_set(tmp_path / "crops", images, ids, segmenter, CropSettings(size=32), progress=False)
+    folders = {first.folder, changed.folder, bigger.folder, edited.folder}
+    assert len(folders) == 4
+    assert not list((tmp_path / "crops").glob(".*"))  # no temporary folder is left behind
+
+
+def test_a_killed_crop_build_leaves_nothing_that_is_read(sets, tmp_path):
+    from hpacam.cellmodel.crops import cache_key
+    from hpacam.segmentation import SegmentationConfig, Segmenter
+    from hpacam.segmentation.settings import CacheSettings
+
+    folder = sets / "train" / "images"
+    ids = sorted({p.name.rsplit("_", 1)[0] for p in folder.glob("*.png")})[:2]
+    segmenter = Segmenter(SegmentationConfig(cache=CacheSettings(enabled=False)))
+    key = cache_key(folder, ids, CropSettings(size=32), segmenter.settings_key)
+    stale = tmp_path / "crops" / f".{key}.tmp999999"
+    stale.mkdir(parents=True)
+    (stale / "crops.u8").write_bytes(b"\0" * 10)  # what a kill mid-write leaves
+    built = build_crop_set(tmp_path / "crops", folder, ids, segmenter, CropSettings(size=32), progress=False)
+    assert built.folder.name == key and not stale.exists()
+    assert len(built.crops) == len(built.index) > 0
+
+
+# ----------------------------------------------------------------------------- weak labels
+
+
+def test_soft_targets_never_give_a_cell_a_label_its_image_lacks():
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        labels = (rng.random((7, 19)) < 0.2).astype(np.float32)
+        standing = rng.random((7, 19)) * rng.choice([0.0, 1.0, 2.0])
+        standing[rng.random((7, 19)) < 0.05] = np.nan
+        threshold = float(rng.choice([0.0, 0.1, 0.5, 1.0]))
+        targets = soft_targets(labels, standing, threshold)
+        assert ((targets >= 0) & (targets <= labels)).all()
+        assert (targets[labels == 0] == 0).all()
+        if threshold == 0:
+            np.testing.assert_array_equal(targets, labels)
+    full = np.ones((3, 19))
+    np.testing.assert_array_equal(soft_targets(full, np.ones((3, 19)), 0.5), full)  # strongest cells keep labels
+    with pytest.raises(ValueError, match="threshold"):
+        soft_targets(full, full, 1.5)
+
+
+def test_pseudo_labels_from_cam_evidence_lower_the_image_labels_only(sets, tmp_path):
+    from hpacam.cam.config import TrainCamConfig
+    from hpacam.cam.train import train
+    from hpacam.cellmodel.config import TrainCellConfig
+    from hpacam.cellmodel.train import cell_training_data
+    from hpacam.cam.train import Processes
+
+    single_threaded(train, load_config(TrainCamConfig, CAM_RECIPE, [
+        f"run_dir={tmp_path / 'cam'}", f"data.sources=[{{images: {sets / 'train' / 'images'}, "
+        f"labels: {sets / 'train' / 'labels.csv'}}}]", "data.image_size=32", "data.fold=-1",
+        "model.kwargs={channels: [8, 16, 32, 64], stem_width: 8}", "train.batch_size=4", "train.epochs=1",
+        "train.progress=false"]))
+    cfg = load_config(TrainCellConfig, CELL_RECIPE, cell_overrides(
+        sets, tmp_path / "cell", f"cells.pseudo.cam_checkpoints=[{tmp_path / 'cam' / 'last.pt'}]",
+        "cells.pseudo.threshold=0.5"))
+    plain = load_config(TrainCellConfig, CELL_RECIPE, cell_overrides(sets, tmp_path / "cell"))
+    procs = Processes(0, 1, torch.device("cpu"))
+    soft = cell_training_data(cfg, procs).train_set.targets
+    hard = cell_training_data(plain, procs).train_set.targets
+    assert soft.shape == hard.shape and ((soft <= hard) & (soft >= 0)).all()
+    assert (soft < hard).any()  # the CAM evidence lowered some labels
+    assert list((tmp_path / "cell" / "crops").glob("*/standing-*.npy"))  # computed once, kept with the crops
+
+
+# ----------------------------------------------------------------------------- training
+
+
+def test_a_cell_run_folder_holds_a_checkpoint_that_rebuilds_the_model(cell_run):
+    from hpacam.cam.checkpoint import read_checkpoint
+    from hpacam.cellmodel.predict import load_cell_models
+
+    assert {p.name for p in cell_run.iterdir()} >= {"config.yaml", "log.txt", "metrics.csv", "last.pt", "crops"}
+    checkpoint = read_checkpoint(cell_run / "last.pt")
+    assert checkpoint["config"]["cells"]["crops"]["mask"] == "apply" and checkpoint["arch"]["in_chans"] == 4
+    (member,) = load_cell_models([cell_run / "last.pt"])
+    assert member.crop == CropSettings(size=32, margin=0.1)
+    assert "cell crops" in (cell_run / "log.txt").read_text()
+    metrics = pd.read_csv(cell_run / "metrics.csv")
+    assert len(metrics) == 2 and np.isfinite(metrics["train_loss"]).all()
+
+
+def test_resuming_a_cell_run_equals_training_straight(sets, tmp_path):
+    from hpacam.cam.checkpoint import read_checkpoint
+
+    train_cells(sets, tmp_path / "resumed", "train.stop_after_steps=3")
+    train_cells(sets, tmp_path / "resumed", "train.stop_after_steps=6", "train.resume=auto")
+    train_cells(sets, tmp_path / "straight", "train.stop_after_steps=6")
+    resumed, straight = read_checkpoint(tmp_path / "resumed" / "last.pt"), read_checkpoint(tmp_path / "straight" / "last.pt")
+    assert resumed["step"] == straight["step"] == 6
+    for key, value in straight["model"].items():
+        assert torch.equal(resumed["model"][key], value), key
+
+
+def test_a_mask_channel_model_trains_and_its_mask_filters_start_at_zero(sets, tmp_path):
+    from hpacam.cam.checkpoint import read_checkpoint
+    from hpacam.cam.models import create_model, find_stem_conv
+
+    model = create_model("resnet10t", in_chans=5, output_stride=8, channels=[8, 16, 32, 64], stem_width=8)
+    _, stem = find_stem_conv(model.backbone)
+    assert stem.in_channels == 5 and torch.count_nonzero(stem.weight[:, 4]) == 0
+    train_cells(sets, tmp_path / "channel", "cells.crops.mask=channel", "train.epochs=1")
+    assert read_checkpoint(tmp_path / "channel" / "last.pt")["arch"]["in_chans"] == 5
+
+
+def test_sigkill_during_cell_training_leaves_a_run_that_resumes(sets, tmp_path):
+    from hpacam.cam.checkpoint import read_checkpoint
+
+    run = tmp_path / "killed"
+    argv = [sys.executable, str(SCRIPT), "--config", str(CELL_RECIPE),
+            *cell_overrides(sets, run, "train.epochs=40", "train.log_every=0")]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    process = subprocess.Popen(argv, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 180
+    while not (run / "last.pt").is_file() and process.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.3)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert process.returncode == -signal.SIGKILL, process.stderr.read()[-2000:]
+    step = read_checkpoint(run / "last.pt")["step"]
+    assert 0 < step < 40 * 2
+    train_cells(sets, run, "train.epochs=40", "train.log_every=0", "train.resume=auto", "train.stop_after_steps=" +
+                str(step + 2))
+    train_cells(sets, tmp_path / "straight", "train.epochs=40", "train.log_every=0",
+                f"train.stop_after_steps={step + 2}")
+    killed, straight = read_checkpoint(run / "last.pt"), read_checkpoint(tmp_path / "straight" / "last.pt")
+    assert killed["step"] == straight["step"] == step + 2
+    for key, value in straight["model"].items():
+        assert torch.equal(killed["model"][key], value), key
+
+
+def test_cli_refuses_bad_settings_naming_the_key(sets, tmp_path):
+    for bad, message in (("loss.mode=puzzle", "loss.mode=puzzle"), ("cells.pseudo.threshold=0.5", "cam_checkpoints"),
+                         ("cells.crops.margin=2", "cells.crops.margin")):
+        done = subprocess.run([sys.executable, str(SCRIPT), "--config", str(CELL_RECIPE),
+                               *cell_overrides(sets, tmp_path / "bad", bad)], cwd=REPO, capture_output=True, text=True,
+                              env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=120)
+        assert done.returncode == 1 and message in done.stderr, done.stderr[-1500:]
+        assert "Traceback" not in done.stderr
+
+
+# ----------------------------------------------------------------------------- inference and tuning
+
+
+@pytest.fixture(scope="module")
+def inference_config(sets, cell_run, tmp_path_factory):
+    from hpacam.cam.config import TrainCamConfig
+    from hpacam.cam.train import train
+
+    root = tmp_path_factory.mktemp("cell_inference")
+    single_threaded(train, load_config(TrainCamConfig, CAM_RECIPE, [
+        f"run_dir={root / 'cam'}", f"data.sources=[{{images: {sets / 'train' / 'images'}, "
+        f"labels: {sets / 'train' / 'labels.csv'}}}]", "data.image_size=32", "data.fold=-1",
+        "model.kwargs={channels: [8, 16, 32, 64], stem_width: 8}", "train.batch_size=4", "train.epochs=1",
+        "train.progress=false"]))
+    config = root / "inference.yaml"
+    config.write_text(f"cam_models:\n  - checkpoint: {root / 'cam' / 'last.pt'}\n"
+                      f"cell_models:\n  - checkpoint: {cell_run / 'last.pt'}\n"
+                      f"tta:\n  scales: [1.0]\n  flips: false\nsegmentation:\n  cache:\n    dir: {sets / 'masks'}\n")
+    return config
+
+
+def test_cell_model_share_one_submits_the_cell_models_probabilities(sets, cell_run, inference_config):
+    from hpacam.cellmodel.predict import load_cell_models, predict_crops
+    from hpacam.images import read_image
+    from hpacam.inference import InferenceConfig, run_inference
+    from hpacam.segmentation import Segmenter
+    from hpacam.submission import read_submission
+
+    cfg = load_config(InferenceConfig, inference_config, ["blend.cell_model_share=1.0", "blend.cell_model_gate=0"])
+    folder = sets / "public" / "images"
+    sample = read_submission(sets / "public" / "sample_submission.csv")
+    submission, _, sources = run_inference(cfg, folder, sample)
+    assert "cells_max_cell_model" in set(sources["source"])
+    (member,) = load_cell_models([cell_run / "last.pt"])
+    segmenter = Segmenter(cfg.segmentation)
+    for image_id, prediction in zip(submission["ID"], submission["PredictionString"]):
+        seg = segmenter.segment_file(folder, image_id)
+        expected = predict_crops(member, cell_crops(read_image(folder, image_id), seg.cells, member.crop))
+        triples = prediction.split()
+        confidences = np.array([float(c) for c in triples[1::3]]).reshape(seg.n_cells, 19)
+        np.testing.assert_allclose(confidences, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_checkpoints_of_the_other_kind_are_refused_by_name(sets, cell_run, inference_config):
+    from hpacam.cam.checkpoint import CheckpointError
+    from hpacam.inference import InferenceConfig, load_models
+
+    cfg = load_config(InferenceConfig, inference_config)
+    with pytest.raises(CheckpointError, match="cell_models, not cam_models"):
+        load_models(replace(cfg, cam_models=[replace(cfg.cam_models[0], checkpoint=cell_run / "last.pt")]))
+    with pytest.raises(CheckpointError, match="not a cell-model checkpoint"):
+        load_models(replace(cfg, cell_models=[replace(cfg.cell_models[0], checkpoint=cfg.cam_models[0].checkpoint)]))
+
+
+def test_tuning_chooses_the_cell_models_share_after_the_cam_blend(sets, inference_config):
+    from hpacam.inference import InferenceConfig, combine, read_sample
+    from hpacam.submission import read_submission
+    from hpacam.tuning import SetScorer, TuneGrid, choose_blend, collect_evidence
+
+    cfg = load_config(InferenceConfig, inference_config)
+    folder = sets / "public"
+    evidence = collect_evidence(cfg, folder / "images", read_sample(folder / "sample_submission.csv"))
+    assert all(e.cell_model is not None and e.cell_model.shape == (e.n_cells, 19) for e in evidence)
+    scorer = SetScorer(read_submission(folder / "truth.csv"), evidence)
+    blend, table = choose_blend(cfg, evidence, scorer, TuneGrid(floors=[0.5, 1.0], cell_model_shares=[0.0, 0.5, 1.0]))
+    cam_only = table[table["cell_model_share"] == 0]
+    with_cells = table[table["cell_model_share"] > 0]
+    assert len(with_cells) == 2 * 3  # shares 0.5 and 1 x the three gates, on the best CAM blend
+    assert with_cells["floor"].nunique() == 1 and with_cells["floor"].iloc[0] == cam_only.loc[cam_only["mAP"].idxmax(), "floor"]
+    assert table["mAP"].max() >= cam_only["mAP"].max()
+    assert scorer.score([combine(e, blend)[1] for e in evidence]) == pytest.approx(table["mAP"].max())
