@@ -344,3 +344,38 @@ def test_tuning_chooses_the_cell_models_share_after_the_cam_blend(sets, inferenc
     assert with_cells["floor"].nunique() == 1 and with_cells["floor"].iloc[0] == cam_only.loc[cam_only["mAP"].idxmax(), "floor"]
     assert table["mAP"].max() >= cam_only["mAP"].max()
     assert scorer.score([combine(e, blend)[1] for e in evidence]) == pytest.approx(table["mAP"].max())
+
+
+def test_every_cell_recipe_is_valid_and_the_gpu_recipe_builds_a_five_channel_model():
+    from hpacam.cam.models import create_model
+    from hpacam.cellmodel.config import TrainCellConfig, check_cell_config
+    from hpacam.cellmodel.data import input_channels
+
+    recipes = sorted((REPO / "configs" / "cell").glob("*.yaml"))
+    assert len(recipes) >= 2
+    for recipe in recipes:
+        cfg = load_config(TrainCellConfig, recipe)
+        check_cell_config(cfg)
+        if cfg.model.pretrained:  # built here without weights: the architecture and its stem
+            model = create_model(cfg.model.name, in_chans=input_channels(cfg.cells.crops.mask),
+                                 output_stride=cfg.model.output_stride, **cfg.model.kwargs).eval()
+            size = cfg.data.image_size
+            with torch.no_grad():
+                logits = model(torch.rand(1, input_channels(cfg.cells.crops.mask), size, size))
+            assert logits.shape == (1, 19)
+
+
+def test_torchrun_two_processes_share_one_crop_cache_and_write_one_checkpoint(sets, tmp_path):
+    from hpacam.cam.checkpoint import read_checkpoint
+
+    run = tmp_path / "ddp"
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(SCRIPT),
+               "--config", str(CELL_RECIPE), *cell_overrides(sets, run, "train.epochs=1", "train.device=cpu",
+                                                            "train.dist_backend=gloo")]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert sorted(p.name for p in run.glob("*.pt")) == ["last.pt"]
+    assert len([p for p in (run / "crops").iterdir()]) == 1  # built once, by rank 0
+    n_crops = len(pd.read_csv(next((run / "crops").glob("*/index.csv"))))
+    assert read_checkpoint(run / "last.pt")["step"] == (n_crops + 1) // 2 // 16  # each process: half the crops
