@@ -27,12 +27,14 @@ class Variant:
     label: str
     cam: str = "demo"  # which CAM model: the demo's, or "other" (Puzzle <-> plain)
     regressor: str = "demo"  # demo | single (the seed's single-label images) | none | oracle (cell truth)
+    cell: str = "demo"  # which cell-level classifier: the demo's, "pseudo" (CAM-lowered targets) or "none"
     grid: list[str] = field(default_factory=list)  # tuning CLI options that restrict the grid
     fixed: list[str] = field(default_factory=list)  # inference overrides instead of tuning
 
 
 SEED_BLEND = ["blend.floor=0.8", "blend.sigmoid_weight=0.5", "blend.regressor_weight=0.5",
-              "blend.standing_weight=0.0", "blend.image_models_share=0.5", "blend.cell_max_share=0.0"]
+              "blend.standing_weight=0.0", "blend.image_models_share=0.5", "blend.cell_max_share=0.0",
+              "blend.cell_model_share=0.0", "cell_models=[]"]
 VARIANTS = [
     Variant("pipeline", "the demo's pipeline (blend tuned on public)"),
     Variant("other_cam", "the other CAM objective (Puzzle-CAM if the demo trains plain CAM, and the reverse), "
@@ -40,6 +42,10 @@ VARIANTS = [
             cam="other"),
     Variant("seed_regressor", "the seed's regressor: single-label training images only", regressor="single"),
     Variant("no_regressor", "no regressor (per-image sigmoid and standing only)", regressor="none"),
+    Variant("no_cell_model", "no cell-level classifier (the CAM pipeline alone, tuned without it)", cell="none",
+            grid=["--cell-model-shares", "0"]),
+    Variant("cell_pseudo_labels", "the cell model's targets lowered below CAM standing 0.5 (pseudo-labels from "
+            "the CAM evidence; never a label the image lacks)", cell="pseudo"),
     Variant("no_image_models", "no image-level Keras model", grid=["--image-models-shares", "0"],
             fixed=["image_models=[]"]),
     Variant("no_cell_max", "image probabilities from the models only (no cell-max pooling)",
@@ -52,6 +58,7 @@ VARIANTS = [
             "has it)", regressor="oracle"),
 ]
 REFERENCES = [
+    ("cell_model_only", "the demo's cell-level classifier alone (share 1, gate as tuned)"),
     ("broadcast_same_models", "`broadcast` with the demo pipeline's image probabilities"),
     ("cell_oracle_same_models", "`cell-oracle`: the same image probabilities, cells ranked perfectly within images"),
     ("pipeline_true_image_labels", "the pipeline's cell stage with the true image labels (oracle)"),
@@ -109,6 +116,29 @@ def fit_variant_regressor(demo: Demo, train: Path, checkpoint: Path, name: str, 
 REGRESSOR_OPTIONS = {"single": ["select=single"], "oracle": ["select=all", "targets=cell_truth_oracle"]}
 
 
+def train_pseudo_cell_model(demo: Demo, train: Path) -> Path:
+    """The demo's cell recipe with targets lowered by the demo CAM model's standing (threshold 0.5)."""
+    checkpoint = demo.out / "ablation" / "cell_pseudo" / "last.pt"
+    if not checkpoint.is_file():
+        cfg = demo.cfg
+        epochs = [f"train.epochs={cfg.cell_epochs}"] if cfg.cell_epochs else []
+        demo.run("train cell model (pseudo-labels)", "train-cell-model/train_cell.py", "--config", cfg.cell_recipe,
+                 f"run_dir={checkpoint.parent}", f"data.sources=[{{images: {train / 'images'}, "
+                 f"labels: {train / 'labels.csv'}}}]", "data.fold=-1", f"cells.segmentation.cache.dir={demo.out / 'masks'}",
+                 f"cells.crops.cache_dir={demo.out / 'crops'}", "cells.pseudo.threshold=0.5",
+                 f"cells.pseudo.cam_checkpoints=[{demo.out / 'cam' / 'last.pt'}]", *epochs, "train.progress=false",
+                 f"train.seed={cfg.seed}")
+    return checkpoint
+
+
+def cell_models_override(demo: Demo, variant: Variant) -> list[str]:
+    if variant.cell == "none" or not demo.cfg.cell_recipe:
+        return ["cell_models=[]"]
+    if variant.cell == "pseudo":
+        return [f"cell_models=[{{checkpoint: {train_pseudo_cell_model(demo, demo.out / 'synth' / 'train')}}}]"]
+    return []
+
+
 def models_override(demo: Demo, variant: Variant, cams: dict, regressors: dict) -> str:
     checkpoint = cams[variant.cam]
     key = (variant.cam, variant.regressor)
@@ -127,17 +157,17 @@ def models_override(demo: Demo, variant: Variant, cams: dict, regressors: dict) 
 def score_variant(demo: Demo, variant: Variant, cams: dict, regressors: dict) -> float:
     folder = demo.out / "ablation" / variant.key
     public, private = demo.out / "synth" / "public", demo.out / "synth" / "private"
-    models = models_override(demo, variant, cams, regressors)
+    models = [models_override(demo, variant, cams, regressors), *cell_models_override(demo, variant)]
     config = demo.out / "inference.yaml"
     if not variant.fixed or variant.grid:
         config = folder / "tuned.yaml"
         demo.run(f"tune ({variant.key})", "-m", "hpacam.tuning", "--config", str(demo.out / "inference.base.yaml"),
                  "--images", str(public / "images"), "--sample", str(public / "sample_submission.csv"),
-                 "--truth", str(public / "truth.csv"), "--out", str(config), models,
+                 "--truth", str(public / "truth.csv"), "--out", str(config), *models,
                  *[o for o in variant.fixed if o.startswith("image_models")], *variant.grid)  # options last: they take lists
         models_args: list[str] = []
     else:
-        models_args = [models, *variant.fixed]
+        models_args = [*models, *variant.fixed]
     pred = folder / "private.csv"
     demo.run(f"inference ({variant.key})", "inference/inference.py", "--config", str(config), "--images",
              str(private / "images"), "--sample", str(private / "sample_submission.csv"), "--out", str(pred),

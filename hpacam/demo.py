@@ -23,6 +23,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from hpacam.fileio import atomic_write_text
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -216,7 +218,25 @@ def tune_on_public(demo: Demo, public: Path, base: Path) -> Path:
     demo.run("tune the blend on public", "-m", "hpacam.tuning", "--config", str(base), "--images",
              str(public / "images"), "--sample", str(public / "sample_submission.csv"), "--truth",
              str(public / "truth.csv"), "--out", str(tuned))
+    if demo.cfg.cell_recipe:
+        demo.metrics["public"].update(public_cell_model_rows(demo.out / "inference.csv", tuned_blend(demo)))
     return tuned
+
+
+def public_cell_model_rows(table_path: Path, blend: dict) -> dict[str, float]:
+    """The public scores of the CAM pipeline alone and the cell model alone, from the tuner's table.
+
+    They are rows the tuner scored (with the metric, exactly: tests/test_tuning.py), so public
+    needs no extra inference runs for them; private gets its own runs (`cell_model_rows`).
+    """
+    import pandas as pd
+
+    table = pd.read_csv(table_path)
+    alone = table[(table["cell_model_share"] == 1.0) & np.isclose(table["cell_model_gate"], blend["cell_model_gate"])]
+    rows = {"pipeline_without_cell_model": float(table.loc[table["cell_model_share"] == 0, "mAP"].max())}
+    if len(alone):
+        rows["cell_model_only"] = float(alone["mAP"].iloc[0])
+    return rows
 
 
 # ----------------------------------------------------------------------------- scoring a set

@@ -19,7 +19,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 SMALL = ["n_train=24", "n_public=6", "n_private=6", "image_size=128", "cam_epochs=1", "cam_image_size=32",
-         "keras_recipe=", "regressor_estimators=10", "workers=1", "oracle_rows=false"]
+         "keras_recipe=", "regressor_estimators=10", "workers=1", "oracle_rows=false", "cell_epochs=2"]
 OUTPUTS = ("submission.csv", "submission.image_probs.csv", "inference.yaml", "inference.csv",
            "public/submission.csv")
 
@@ -38,7 +38,7 @@ def test_deleting_the_training_truth_changes_nothing(tmp_path):
     regressor = next((out / "regressor").glob("*.npz")).read_bytes()
     metrics = json.loads((out / "metrics.json").read_text())
     assert {"pipeline", "broadcast_same_models", "cell_oracle_same_models", "broadcast_true_labels",
-            "oracle"} <= set(metrics["mAP"])
+            "oracle", "pipeline_without_cell_model", "cell_model_only"} <= set(metrics["mAP"])
     assert set(metrics["public"]) == set(metrics["mAP"])
     assert metrics["mAP"]["oracle"] == 1.0
 
