@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import re
 import tempfile
@@ -61,3 +62,47 @@ def remove_stale_temp_files(folder: str | os.PathLike) -> list[Path]:
     for path in stale:
         path.unlink(missing_ok=True)
     return stale
+
+
+class OutputBusyError(OSError):
+    """Another process holds the lock on these outputs."""
+
+
+@contextlib.contextmanager
+def exclusive_lock(path: str | os.PathLike, what: str) -> Iterator[None]:
+    """Hold an advisory lock on `path` (created if absent) for the block; refuse at once if it is held.
+
+    Two runs writing the same outputs would each rename its own files into place, and the later
+    rename silently wins: refusing the second run is the only outcome that loses no work. The
+    lock file stays (removing it would race with a process about to lock it); the kernel drops
+    the lock when its holder exits, even on SIGKILL.
+    """
+    path = Path(path)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise OutputBusyError(f"{what}: another run is writing these outputs now (it holds {path}); "
+                                  "wait for it to finish or choose another output") from None
+        yield
+    finally:
+        os.close(fd)
+
+
+def check_writable_file(path: str | os.PathLike) -> Path:
+    """Fail now, naming `path`, if a file cannot be written there (a folder, a read-only place).
+
+    Called before a long run, so that a bad output path is not found after all the work is done.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"{path}: is a folder; give the path of the file to write")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise OSError(f"{path}: cannot write here ({exc.strerror or exc})") from None
+    os.close(fd)
+    os.unlink(probe)
+    return path
