@@ -577,8 +577,12 @@ def read_sample(path: Path) -> pd.DataFrame:
 
 def merge_shards(sample_path: Path, parts: Sequence[Path], out: Path) -> pd.DataFrame:
     """Join shard submissions into one, in the sample's order; every ID exactly once."""
+    from hpacam.evaluate import check_prediction_strings
+
     sample = read_sample(sample_path)
     frames = [read_submission(p) for p in parts]
+    for path, frame in zip(parts, frames):  # a malformed shard must not pass into the merged file
+        check_prediction_strings(frame, str(path))
     merged = pd.concat(frames, ignore_index=True)
     dupes = merged.loc[merged["ID"].duplicated(), "ID"].tolist()
     if dupes:

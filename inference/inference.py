@@ -106,8 +106,10 @@ def merge(argv) -> int:
     parser.add_argument("parts", type=Path, nargs="+")
     args = parser.parse_args(argv)
     try:
-        merged = merge_shards(args.sample, args.parts, args.out)
-    except (ValueError, FileNotFoundError) as exc:
+        check_writable_file(args.out)
+        with exclusive_lock(args.out.parent / f".{args.out.name}.lock", str(args.out)):
+            merged = merge_shards(args.sample, args.parts, args.out)
+    except (ValueError, OSError) as exc:
         parser.exit(1, f"inference merge: error: {exc}\n")
     print(f"wrote {args.out}: {len(merged)} images from {len(args.parts)} shards")
     return 0
