@@ -177,6 +177,18 @@ def unit_scale(channels: Sequence[np.ndarray]) -> float:
     return 255.0
 
 
+def channel_divisors(channels: Sequence[np.ndarray]) -> list[float]:
+    """The divisor of each channel file of one image: 8-bit files by 255, 16-bit ones by `unit_scale`.
+
+    An 8-bit file beside 16-bit ones (a converted channel) holds 8-bit values whatever its
+    neighbours hold; dividing it by 65535 would make it about 256 times too dark. Among the
+    16-bit files the choice stays per image, as `unit_scale` explains.
+    """
+    wide = [c for c in channels if c.dtype == np.uint16]
+    divisor = unit_scale(wide) if wide else 255.0
+    return [divisor if c.dtype == np.uint16 else 255.0 for c in channels]
+
+
 def read_image(
     folder: str | os.PathLike,
     image_id: str,
@@ -193,8 +205,8 @@ def read_image(
     names = COLOR_MODES[mode]
     raw = {name: read_channel_file(channel_path(folder, image_id, name), options) for name in dict.fromkeys(names)}
     _check_same_size(folder, image_id, raw)
-    divisor = unit_scale(list(raw.values()))
-    planes = [raw[name].astype(np.float32) / divisor for name in names]
+    divisors = dict(zip(raw, channel_divisors(list(raw.values()))))
+    planes = [raw[name].astype(np.float32) / divisors[name] for name in names]
     image = np.stack(planes, axis=-1)
     if size is not None:
         image = resize_image(image, size)
