@@ -7,8 +7,11 @@ import fcntl
 import os
 import re
 import tempfile
+import zipfile
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Sequence
+
+import numpy as np
 
 
 @contextlib.contextmanager
@@ -106,3 +109,47 @@ def check_writable_file(path: str | os.PathLike) -> Path:
     os.close(fd)
     os.unlink(probe)
     return path
+
+
+def read_npz(path: str | os.PathLike, names: Sequence[str], max_bytes: int, what: str) -> dict[str, np.ndarray]:
+    """The named arrays of an `.npz`, never unpickling, refusing any that would take over `max_bytes` in all.
+
+    Each array's size is read from its `.npy` header before any data: a few megabytes of
+    compressed zeros can claim gigabytes, and `np.load` would allocate them first. ValueError
+    names the file and says it is not `what`.
+    """
+    path = Path(path)
+    try:
+        with zipfile.ZipFile(path) as archive:
+            members = {name[:-len(".npy")]: name for name in archive.namelist() if name.endswith(".npy")}
+            total = sum(_npy_nbytes(archive, member) for member in members.values())
+            if total > max_bytes:
+                raise ValueError(f"{path}: its arrays would take {total} bytes, over the limit of {max_bytes} "
+                                 f"for {what} (crafted or corrupt)")
+            missing = sorted(set(names) - set(members))
+            if missing:
+                raise ValueError(f"{path}: missing arrays {missing}")
+            arrays = {}
+            for name in names:
+                with archive.open(members[name]) as fh:
+                    arrays[name] = np.lib.format.read_array(fh, allow_pickle=False)
+            return arrays
+    except (OSError, EOFError, zipfile.BadZipFile, ValueError) as exc:
+        if str(exc).startswith(str(path)):
+            raise
+        raise ValueError(f"{path}: not {what} ({type(exc).__name__}: {exc})") from None
+
+
+def _npy_nbytes(archive: zipfile.ZipFile, member: str) -> int:
+    """Bytes one `.npy` member asks for, from its header alone; object (pickled) arrays are refused."""
+    with archive.open(member) as fh:
+        version = np.lib.format.read_magic(fh)
+        if version == (1, 0):
+            shape, _, dtype = np.lib.format.read_array_header_1_0(fh)
+        elif version == (2, 0):
+            shape, _, dtype = np.lib.format.read_array_header_2_0(fh)
+        else:
+            raise ValueError(f"{member}: unsupported .npy format version {version}")
+    if dtype.hasobject:
+        raise ValueError(f"{member} holds Python objects, which would need unpickling; refused")
+    return int(np.prod(shape, dtype=object)) * dtype.itemsize
