@@ -380,3 +380,16 @@ def test_merge_refuses_a_shard_with_a_malformed_prediction_string(setup, tmp_pat
     assert status == 1
     assert f"{bad}: ID {WIDE} (line 2): 2 tokens, not a multiple of 3" in capsys.readouterr().err
     assert not (tmp_path / "merged.csv").exists()
+
+
+def test_a_checkpoint_whose_weights_do_not_fit_its_architecture_is_one_line_naming_the_file(setup, tmp_path, capsys):
+    config, images, sizes = setup
+    checkpoint = torch.load(config.parent / "cam" / "last.pt", weights_only=True)
+    checkpoint["model"].pop(next(iter(checkpoint["model"])))  # a missing key, as from another architecture
+    torch.save(checkpoint, tmp_path / "partial.pt")
+    sample = write_sample(tmp_path / "sample.csv", sizes, [GOOD])
+    status = run_cli(config, images, sample, tmp_path / "submission.csv", f"cam_models=[{{checkpoint: {tmp_path / 'partial.pt'}}}]")
+    assert status == 1
+    err = capsys.readouterr().err
+    assert f"inference: error: {tmp_path / 'partial.pt'}: its weights do not fit the architecture it names" in err
+    assert "Missing key" in err and "Traceback" not in err

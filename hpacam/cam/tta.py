@@ -56,7 +56,7 @@ def load_cam_models(paths: Sequence[str | Path], device: str | torch.device = "c
     loaded = []
     for path in paths:
         checkpoint = read_checkpoint(path)
-        model = model_from_checkpoint(checkpoint).to(device).eval()
+        model = model_from_checkpoint(checkpoint, path).to(device).eval()
         data = checkpoint["config"]["data"]
         stride = int(checkpoint["arch"].get("output_stride", 16))
         loaded.append(LoadedCamModel(name=Path(path).parent.name + "/" + Path(path).stem, model=model,
