@@ -31,6 +31,7 @@ import numpy as np
 import pandas as pd
 
 from hpacam.classes import NUM_CLASSES
+from hpacam.images import id_file
 from hpacam.masks import encode_label_image
 from hpacam.submission import (
     CellPrediction,
@@ -141,7 +142,7 @@ def masks_from_cell_images(cells_dir: str | os.PathLike, sizes: Mapping[str, Siz
     """Encode `cells_dir/{ID}.png` for every ID of `sizes`, checking each image has that size."""
     masks_by_id = {}
     for image_id, (width, height) in sizes.items():
-        path = Path(cells_dir) / f"{image_id}.png"
+        path = id_file(cells_dir, image_id)
         labels = read_cell_label_image(path)
         if labels.shape != (height, width):
             raise ValueError(f"{path}: cell image is {labels.shape[1]}x{labels.shape[0]} (width x height), "

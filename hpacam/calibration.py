@@ -21,7 +21,7 @@ from typing import Literal
 
 import numpy as np
 
-from hpacam.fileio import atomic_path
+from hpacam.fileio import atomic_path, read_npz
 
 FORMAT_VERSION = 1
 # Columns of the tidy per-cell CSV written by extract_intensities.py (one row per image, cell,
@@ -205,24 +205,63 @@ def save_regressor(regressor: CalibrationRegressor, path: str | os.PathLike) -> 
     return Path(path)
 
 
+REGRESSOR_ARRAYS = ("left", "right", "feature", "threshold", "value", "missing_left", "roots", "mean", "scale", "meta")
+MAX_REGRESSOR_BYTES = 256 << 20  # a fitted regressor takes a few MB; the cap bounds a crafted file's demand
+
+
 def load_regressor(path: str | os.PathLike) -> CalibrationRegressor:
-    """Read a regressor written by `save_regressor`; never unpickles (`allow_pickle=False`)."""
+    """Read a regressor written by `save_regressor`; never unpickles, and checks every array and setting.
+
+    Anyone can publish a regressor file, so each part is checked before use: sizes (from the
+    headers, before reading), types, indices and finite values; errors name the file.
+    """
     path = Path(path)
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            arrays = {key: data[key] for key in data.files}
-    except (OSError, ValueError) as exc:
-        raise ValueError(f"{path}: not a regressor file in the code-free .npz format ({exc})") from None
-    required = {"left", "right", "feature", "threshold", "value", "missing_left", "roots", "mean", "scale", "meta"}
-    if not required <= arrays.keys():
-        raise ValueError(f"{path}: missing arrays {sorted(required - arrays.keys())}")
-    meta = json.loads(arrays.pop("meta").tobytes().decode())
-    if meta.get("format_version") != FORMAT_VERSION:
-        raise ValueError(f"{path}: regressor format {meta.get('format_version')}, expected {FORMAT_VERSION}")
+    arrays = read_npz(path, REGRESSOR_ARRAYS, MAX_REGRESSOR_BYTES, "a regressor file in the code-free .npz format")
+    meta = _regressor_meta(arrays.pop("meta"), path)
+    _check_array_kinds(arrays, len(meta["features"]), path)
     trees = TreeEnsemble(arrays["left"], arrays["right"], arrays["feature"], arrays["threshold"], arrays["value"],
-                         arrays["missing_left"], arrays["roots"], float(meta["baseline"]), bool(meta["compare_float32"]))
+                         arrays["missing_left"], arrays["roots"], float(meta["baseline"]), meta["compare_float32"])
     _check_tree_arrays(trees, len(meta["features"]), path)
     return CalibrationRegressor(list(meta["features"]), arrays["mean"], arrays["scale"], trees, meta)
+
+
+def _regressor_meta(raw: np.ndarray, path: Path) -> dict:
+    """The JSON settings inside a regressor file, each of the type it must have."""
+    try:
+        meta = json.loads(raw.tobytes().decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        raise ValueError(f"{path}: its meta array is not JSON text (corrupt or crafted file)") from None
+    if not isinstance(meta, dict):
+        raise ValueError(f"{path}: meta must be a JSON object, got {type(meta).__name__}")
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise ValueError(f"{path}: regressor format {meta.get('format_version')}, expected {FORMAT_VERSION}")
+    features, baseline = meta.get("features"), meta.get("baseline")
+    if not isinstance(features, list) or not features or not all(isinstance(f, str) for f in features):
+        raise ValueError(f"{path}: meta.features must be a non-empty list of names, got {features!r}")
+    unknown = sorted(set(features) - set(FEATURES))
+    if unknown:
+        raise ValueError(f"{path}: meta.features names unknown features {unknown}; known: {list(FEATURES)}")
+    if isinstance(baseline, bool) or not isinstance(baseline, (int, float)) or not np.isfinite(baseline):
+        raise ValueError(f"{path}: meta.baseline must be a finite number, got {baseline!r}")
+    if not isinstance(meta.get("compare_float32"), bool):
+        raise ValueError(f"{path}: meta.compare_float32 must be true or false, got {meta.get('compare_float32')!r}")
+    return meta
+
+
+def _check_array_kinds(arrays: dict, n_features: int, path: Path) -> None:
+    """1-D arrays of the right kinds, finite numbers, one scaler entry per feature."""
+    kinds = {"left": "iu", "right": "iu", "feature": "iu", "roots": "iu", "threshold": "f", "value": "f",
+             "missing_left": "b", "mean": "f", "scale": "f"}
+    for name, allowed in kinds.items():
+        array = arrays[name]
+        if array.ndim != 1 or array.dtype.kind not in allowed:
+            raise ValueError(f"{path}: array {name} is {array.dtype} of shape {array.shape}; expected a 1-D "
+                             f"{'integer' if allowed == 'iu' else 'boolean' if allowed == 'b' else 'float'} array")
+    for name in ("value", "mean", "scale"):
+        if not np.isfinite(arrays[name]).all():
+            raise ValueError(f"{path}: array {name} holds NaN or infinite values (a broken fit or a crafted file)")
+    if len(arrays["mean"]) != n_features or len(arrays["scale"]) != n_features or (arrays["scale"] == 0).any():
+        raise ValueError(f"{path}: the scaler needs {n_features} means and non-zero scales, one per feature")
 
 
 def _check_tree_arrays(trees: TreeEnsemble, n_features: int, path: Path) -> None:

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
+import re
 import types
 import typing
 from pathlib import Path
@@ -23,10 +25,40 @@ from hpacam.fileio import atomic_write_text
 
 T = TypeVar("T")
 BASE_KEY = "_base_"
+MAX_DEPTH = 32  # sections and lists nest this deep at most; real configs use four or five levels
 
 
 class ConfigError(ValueError):
     """A config file or override names an unknown key or gives a value of the wrong type."""
+
+
+# ----------------------------------------------------------------------------- range checks
+
+DEVICE = re.compile(r"auto|cpu|cuda(:[0-9]+)?")
+
+
+def check_unit_interval(**values: float) -> None:
+    """Each value (a share, weight or floor) in [0, 1]; NaN fails too.
+
+    Called from dataclass configs' `__post_init__`, so a bad value fails where the config is read
+    (the error names the section and the key) rather than as NaN confidences at the end of a run.
+    """
+    for name, value in values.items():
+        if not 0.0 <= value <= 1.0:
+            raise ValueError(f"{name} must be in [0, 1], got {value}")
+
+
+def check_at_least(minimum: float, **values: float) -> None:
+    """Each value finite and >= minimum: batch and chunk sizes, limits, weights."""
+    for name, value in values.items():
+        if not (math.isfinite(value) and value >= minimum):
+            raise ValueError(f"{name} must be at least {minimum}, got {value}")
+
+
+def check_device(name: str, device: str) -> None:
+    """auto, cpu, cuda or cuda:N; anything else would fail only when the first model is moved there."""
+    if not DEVICE.fullmatch(device):
+        raise ValueError(f"{name}={device!r} is not a device; use auto, cpu, cuda or cuda:N")
 
 
 # ----------------------------------------------------------------------------- type checking
@@ -55,6 +87,8 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
                 return _coerce(value, option, where)
             except ConfigError as exc:
                 errors.append(str(exc))
+        if len(errors) == 1:  # Optional[X]: X's own reason says more than "matches none"
+            raise ConfigError(errors[0])
         raise ConfigError(f"{where}: {value!r} matches none of {_type_name(tp)}")
     if origin is typing.Literal:
         if value not in args:
@@ -97,6 +131,8 @@ def _coerce_scalar(value: Any, tp: Any, where: str) -> Any:
         if isinstance(value, str):
             return value
     elif tp is Path:
+        if isinstance(value, str) and not value.strip():  # Path("") would silently be the current folder
+            raise ConfigError(f"{where}: empty path; give a path (or null where the setting may be unset)")
         if isinstance(value, (str, Path)):
             return Path(value)
     else:
@@ -153,6 +189,48 @@ def to_dict(cfg: Any) -> Any:
 # ----------------------------------------------------------------------------- YAML and overrides
 
 
+class _NoAliasLoader(yaml.SafeLoader):
+    """YAML without aliases: a few hundred bytes of nested `*alias` references expand to gigabytes.
+
+    Configs are short hand-written trees; no recipe needs an alias, so refusing them is the
+    simple bound on what a config file can make the reader build.
+    """
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            mark = self.peek_event().start_mark
+            raise yaml.composer.ComposerError(None, None, "aliases (*name) are not allowed in configs", mark)
+        return super().compose_node(parent, index)
+
+
+def load_yaml_text(text: str, where: str) -> Any:
+    """Parse config YAML (no aliases, bounded nesting); ConfigError names `where`."""
+    try:
+        data = yaml.load(text, Loader=_NoAliasLoader)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{where}: not valid YAML ({_yaml_problem(exc)})") from None
+    except RecursionError:
+        raise ConfigError(f"{where}: nested more than {MAX_DEPTH} levels deep") from None
+    if _depth(data) > MAX_DEPTH:
+        raise ConfigError(f"{where}: nested more than {MAX_DEPTH} levels deep")
+    return data
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """PyYAML's several-line message as one line: the problem and where it is."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = " ".join(filter(None, [getattr(exc, "context", None), getattr(exc, "problem", None)])) or str(exc)
+    return f"{problem} at line {mark.line + 1}, column {mark.column + 1}" if mark else " ".join(problem.split())
+
+
+def _depth(data: Any) -> int:
+    if isinstance(data, dict):
+        return 1 + max((_depth(v) for v in data.values()), default=0)
+    if isinstance(data, list):
+        return 1 + max((_depth(v) for v in data), default=0)
+    return 0
+
+
 def read_yaml(path: str | Path, _seen: tuple = ()) -> dict:
     """Read a YAML config, resolving `_base_` chains (relative to each file)."""
     path = Path(path)
@@ -161,14 +239,19 @@ def read_yaml(path: str | Path, _seen: tuple = ()) -> dict:
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML ({exc})") from exc
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+    data = load_yaml_text(text, str(path)) or {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: the top level must be a mapping, got {type(data).__name__}")
     base = data.pop(BASE_KEY, None)
     if base is None:
         return data
+    if not isinstance(base, str) or not base.strip():
+        raise ConfigError(f"{path}: {BASE_KEY} must be the path of another config file, got {base!r}")
     base_data = read_yaml(path.parent / base, _seen + (path.resolve(),))
     return merge(base_data, data)
 
@@ -193,9 +276,13 @@ def parse_override(text: str) -> dict:
     if not key or any(not part for part in key.split(".")):
         raise ConfigError(f"command line: override {text!r} has an empty key")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError:
+        value = yaml.load(raw, Loader=_NoAliasLoader) if raw.strip() else ""
+    except yaml.composer.ComposerError as exc:  # an alias: refused, not taken as text
+        raise ConfigError(f"command line: override {text!r}: {exc.problem}") from None
+    except (yaml.YAMLError, RecursionError):
         value = raw
+    if _depth(value) > MAX_DEPTH:
+        raise ConfigError(f"command line: override {text!r} is nested more than {MAX_DEPTH} levels deep")
     if isinstance(value, (int, float, bool)) or value is None:
         value = _RawScalar(raw, value)
     nested: dict = {}

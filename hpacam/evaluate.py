@@ -232,6 +232,16 @@ def parse_image(text: str, height: int, width: int, where: str, dedupe: bool = F
     return ImageCells(rles, labels, scores, mask_index)
 
 
+def check_prediction_strings(frame: pd.DataFrame, path_name: str) -> None:
+    """Every row's prediction string parses and its masks tile the row's own image size.
+
+    The checks scoring makes, for a file that is not scored here (a shard before merging).
+    """
+    for row in range(len(frame)):
+        parse_image(frame["PredictionString"].iat[row], int(frame["ImageHeight"].iat[row]),
+                    int(frame["ImageWidth"].iat[row]), row_location(path_name, frame, row))
+
+
 def row_location(path_name: str, frame: pd.DataFrame, row: int) -> str:
     """'file: ID x (line n)' - line numbers count the header as line 1."""
     return f"{path_name}: ID {frame['ID'].iat[row]} (line {row + 2})"

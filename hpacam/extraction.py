@@ -27,8 +27,9 @@ from tqdm import tqdm
 from hpacam.calibration import INTENSITY_COLUMNS
 from hpacam.cam.tta import TTAConfig
 from hpacam.classes import NUM_CLASSES
+from hpacam.config import check_at_least, check_device, check_unit_interval
 from hpacam.fileio import atomic_path
-from hpacam.images import ReadOptions, read_image
+from hpacam.images import ReadOptions, id_file, read_image
 from hpacam.intensities import Activation, activate, cell_intensities
 from hpacam.labels import multi_hot, read_labels
 from hpacam.segmentation import SegmentationConfig, Segmenter
@@ -53,6 +54,11 @@ class ExtractConfig:
     read: ReadOptions = field(default_factory=ReadOptions)  # the same limits and RGB policy as inference
     device: str = "cpu"
     max_images: int = 0  # 0: all selected images
+
+    def __post_init__(self):
+        check_device("device", self.device)
+        check_unit_interval(match_iou=self.match_iou)
+        check_at_least(0, max_images=self.max_images)
 
 
 def select_images(labels: pd.DataFrame, select: str) -> pd.DataFrame:
@@ -83,7 +89,7 @@ class CellTruth:
         from hpacam.cam.localisation import cell_label_matrix
         from hpacam.segmentation.quality import match_labels, read_label_png
 
-        truth_cells = read_label_png(self.cells_dir / f"{image_id}.png")
+        truth_cells = read_label_png(id_file(self.cells_dir, image_id))
         truth_labels = cell_label_matrix(truth_cells, self.labels_by_mask.get(image_id, {}),
                                          f"{self.cells_dir / image_id}.png")
         targets = np.full((int(cells.max(initial=0)) + 1, NUM_CLASSES), np.nan, dtype=np.float32)

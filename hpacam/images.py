@@ -20,6 +20,7 @@ import cv2
 import numpy as np
 
 from hpacam.classes import CHANNELS
+from hpacam.config import check_at_least
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +32,7 @@ COLOR_MODES: dict[str, tuple[str, ...]] = {
 }
 EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
 DEFAULT_MAX_PIXELS = 8192 * 8192
+MAX_ID_BYTES = 200  # file names take 255 bytes; `_yellow.tiff` and temp-file affixes need the rest
 ColorPolicy = Literal["convert", "refuse"]
 
 
@@ -45,16 +47,49 @@ class ReadOptions:
     color_file: ColorPolicy = "convert"  # a 3-channel file where grayscale is expected
     max_pixels: int = DEFAULT_MAX_PIXELS  # checked from the header, before decoding pixels
 
+    def __post_init__(self):
+        check_at_least(1, max_pixels=self.max_pixels)
+
+
+def check_image_id(image_id: str) -> str:
+    """An image ID that is safe to put in a file name: IDs come from CSVs that anyone can write.
+
+    `{ID}_{channel}.png` is joined to the image folder and `{ID}.png` to output folders, so an
+    ID with a path separator (`../x`) would read or write outside them; one too long for a file
+    name would fail in the file system instead of as one bad image.
+    """
+    if not isinstance(image_id, str) or not image_id:
+        raise ImageReadError(f"sample ID {image_id!r}: empty or not text")
+    shown = image_id if len(image_id) <= 60 else f"{image_id[:40]}... ({len(image_id)} characters)"
+    if len(image_id.encode("utf-8", "surrogatepass")) > MAX_ID_BYTES:
+        raise ImageReadError(f"sample ID {shown!r}: longer than {MAX_ID_BYTES} bytes, too long for a file name")
+    if image_id in (".", "..") or any(c in image_id for c in "/\\") or not image_id.isprintable():
+        raise ImageReadError(f"sample ID {shown!r}: holds a path separator, '..' or a control character; "
+                             "an ID must be a plain file-name stem")
+    return image_id
+
+
+def id_file(folder: str | os.PathLike, image_id: str, suffix: str = ".png") -> Path:
+    """`folder/{ID}{suffix}` (cell label images, pictures) for an ID checked by `check_image_id`."""
+    return Path(folder) / f"{check_image_id(image_id)}{suffix}"
+
 
 def channel_path(folder: str | os.PathLike, image_id: str, channel: str) -> Path:
     """The file of one channel, whatever its extension; ImageReadError if there is none."""
     if channel not in CHANNELS:
         raise ValueError(f"unknown channel {channel!r}; expected one of {CHANNELS}")
+    check_image_id(image_id)
     folder = Path(folder)
     for ext in EXTENSIONS:
         path = folder / f"{image_id}_{channel}{ext}"
-        if path.is_file():
-            return path
+        try:
+            if path.is_file():
+                return path
+            if os.path.lexists(path):  # there, but no file: say so rather than "missing"
+                kind = "a folder" if path.is_dir() else "a symlink that loops or points nowhere"
+                raise ImageReadError(f"{path}: is {kind}, not an image file")
+        except OSError as exc:
+            raise ImageReadError(f"{path}: cannot be read ({exc.strerror or exc})") from None
     raise ImageReadError(
         f"{folder / (image_id + '_' + channel)}.png: missing channel file "
         f"(looked for {', '.join(EXTENSIONS)})"
@@ -82,10 +117,13 @@ def check_header(path: str | os.PathLike, options: ReadOptions = ReadOptions()) 
     oversized image before any of its pixels are decoded.
     """
     path = Path(path)
-    if not path.is_file():
-        raise ImageReadError(f"{path}: file not found")
-    if path.stat().st_size == 0:
-        raise ImageReadError(f"{path}: zero-byte file")
+    try:
+        if not path.is_file():
+            raise ImageReadError(f"{path}: file not found")
+        if path.stat().st_size == 0:
+            raise ImageReadError(f"{path}: zero-byte file")
+    except OSError as exc:
+        raise ImageReadError(f"{path}: cannot be read ({exc.strerror or exc})") from None
     height, width = header_size(path)
     if height * width > options.max_pixels:
         raise ImageReadError(
@@ -139,6 +177,18 @@ def unit_scale(channels: Sequence[np.ndarray]) -> float:
     return 255.0
 
 
+def channel_divisors(channels: Sequence[np.ndarray]) -> list[float]:
+    """The divisor of each channel file of one image: 8-bit files by 255, 16-bit ones by `unit_scale`.
+
+    An 8-bit file beside 16-bit ones (a converted channel) holds 8-bit values whatever its
+    neighbours hold; dividing it by 65535 would make it about 256 times too dark. Among the
+    16-bit files the choice stays per image, as `unit_scale` explains.
+    """
+    wide = [c for c in channels if c.dtype == np.uint16]
+    divisor = unit_scale(wide) if wide else 255.0
+    return [divisor if c.dtype == np.uint16 else 255.0 for c in channels]
+
+
 def read_image(
     folder: str | os.PathLike,
     image_id: str,
@@ -155,8 +205,8 @@ def read_image(
     names = COLOR_MODES[mode]
     raw = {name: read_channel_file(channel_path(folder, image_id, name), options) for name in dict.fromkeys(names)}
     _check_same_size(folder, image_id, raw)
-    divisor = unit_scale(list(raw.values()))
-    planes = [raw[name].astype(np.float32) / divisor for name in names]
+    divisors = dict(zip(raw, channel_divisors(list(raw.values()))))
+    planes = [raw[name].astype(np.float32) / divisors[name] for name in names]
     image = np.stack(planes, axis=-1)
     if size is not None:
         image = resize_image(image, size)

@@ -29,7 +29,9 @@ from hpacam.cam.tta import TTAConfig
 from hpacam.calibration import (CalibrationRegressor, SigmoidCalibration, feature_matrix, load_regressor,
                                 sigmoid_calibrate)
 from hpacam.classes import CHANNELS, NUM_CLASSES
-from hpacam.images import ImageReadError, ReadOptions, channel_path, check_header, read_image
+from hpacam.config import check_at_least, check_device, check_unit_interval
+from hpacam.images import (ImageReadError, ReadOptions, channel_path, check_header, check_image_id, id_file,
+                           read_image)
 from hpacam.intensities import Activation, activate, cell_intensities
 from hpacam.masks import encode_label_image
 from hpacam.segmentation import SegmentationConfig, SegmentationError, Segmenter
@@ -44,11 +46,17 @@ class CamModelEntry:
     regressor: Optional[Path] = None  # its calibration regressor (.npz); None: sigmoid only
     weight: float = 1.0
 
+    def __post_init__(self):
+        check_at_least(0.0, weight=self.weight)
+
 
 @dataclass
 class CellModelEntry:
     checkpoint: Path = Path("data/cell/run/last.pt")  # a cell-level classifier (train-cell-model)
     weight: float = 1.0
+
+    def __post_init__(self):
+        check_at_least(0.0, weight=self.weight)
 
 
 @dataclass
@@ -56,6 +64,9 @@ class ImageModelEntry:
     model: Path = Path("data/img/run/best.keras")
     weight: float = 1.0
     color_mode: Optional[str] = None  # None: read from the config.yaml beside the model
+
+    def __post_init__(self):
+        check_at_least(0.0, weight=self.weight)
 
 
 @dataclass
@@ -86,6 +97,14 @@ class BlendConfig:
     border_factor: float = 1.0  # confidences of cells cut by the image border are multiplied by this
     min_confidence: float = 0.0  # triples below this are left out (smaller submissions)
 
+    def __post_init__(self):
+        check_unit_interval(sigmoid_weight=self.sigmoid_weight, regressor_weight=self.regressor_weight,
+                            standing_weight=self.standing_weight, floor=self.floor,
+                            image_level_weight=self.image_level_weight, image_models_share=self.image_models_share,
+                            cell_max_share=self.cell_max_share, cell_model_share=self.cell_model_share,
+                            cell_model_gate=self.cell_model_gate, border_factor=self.border_factor,
+                            min_confidence=self.min_confidence)
+
 
 @dataclass
 class InferenceConfig:
@@ -110,6 +129,17 @@ class InferenceConfig:
     write_image_probs: bool = True  # <out>.image_probs.csv beside the submission (for baselines)
     visualise: int = 0  # write per-image PNGs for the first N images
     visualise_class: int = -1  # class map shown in the PNGs; -1: each image's top class
+
+    def __post_init__(self):
+        check_at_least(1, chunk_size=self.chunk_size, keras_batch_size=self.keras_batch_size)
+        check_at_least(0, visualise=self.visualise)
+        check_device("device", self.device)
+        for name, entries in (("cam_models", self.cam_models), ("image_models", self.image_models),
+                              ("cell_models", self.cell_models)):
+            if entries and sum(entry.weight for entry in entries) <= 0:
+                raise ValueError(f"{name}: the weights sum to 0; at least one model needs a positive weight")
+        if not -1 <= self.visualise_class < NUM_CLASSES:
+            raise ValueError(f"visualise_class must be -1 or 0..{NUM_CLASSES - 1}, got {self.visualise_class}")
 
 
 # ----------------------------------------------------------------------------- the models, loaded once
@@ -287,12 +317,37 @@ def image_evidence(image_id: str, folder: Path, models: Models, segmenter: Segme
         rgby = images["rgby"] if "rgby" in images else read_image(folder, image_id, "rgby", options=cfg.read)
         cell_model = cell_model_probs(models.cell_models, models.cell_model_weights, rgby, seg.cells,
                                       models.device, cfg.cell_model_flips)
-    return ImageEvidence(
+    evidence = ImageEvidence(
         image_id, width, height, masks, weighted_mean(cam_probs, weights), keras_probs, keras_per_model,
         weighted_mean(sigmoids, weights) if sigmoids else empty,
         weighted_mean(learned, learned_weights) if learned else None,
         weighted_mean(standings, weights) if standings else empty, border,
         seg.cells if keep_pictures else None, maps_kept if keep_pictures else None, cell_model)
+    check_finite(evidence)
+    return evidence
+
+
+class ModelOutputError(ValueError):
+    """A model or regressor gave NaN or infinite values: a fault of the models, fatal for the run."""
+
+
+EVIDENCE_SOURCES = {"cam_probs": "CAM models' image probabilities", "keras_probs": "image-level models",
+                    "sigmoid": "per-image sigmoid of the CAM intensities", "regressor": "calibration regressors",
+                    "standing": "within-image standing of the CAM intensities",
+                    "cell_model": "cell-level classifiers"}
+
+
+def check_finite(evidence: ImageEvidence) -> None:
+    """Stop at NaN or infinite evidence, naming its source.
+
+    NaN fails every `conf >= min_confidence` test, so it would leave the image's cells out of the
+    submission without a word; a model that gives NaN once is broken for every image.
+    """
+    for name, source in EVIDENCE_SOURCES.items():
+        values = getattr(evidence, name)
+        if values is not None and not np.isfinite(values).all():
+            raise ModelOutputError(f"{evidence.image_id}: the {source} gave NaN or infinite values; "
+                                   "a model, regressor or setting is broken")
 
 
 def cell_probabilities(evidence: ImageEvidence, blend: BlendConfig) -> np.ndarray:
@@ -373,7 +428,7 @@ def precomputed_cells(cfg: InferenceConfig, image_id: str):
     from hpacam.segmentation.core import finish
     from hpacam.segmentation.quality import read_label_png
 
-    path = Path(cfg.cells_dir) / f"{image_id}.png"
+    path = id_file(cfg.cells_dir, image_id)
     if not path.is_file():
         raise ImageReadError(f"{path}: no cell label image for this ID in cells_dir")
     cells = read_label_png(path)
@@ -401,7 +456,7 @@ def keras_chunk_probs(models: Models, ids: list[str], folder: Path, cfg: Inferen
     """{ID: (image models, 19)} Keras probabilities of a chunk; on a bad image, one image at a time."""
     if not models.image_models:
         return {}
-    from hpacam.tf.predict import predict_with_model
+    from hpacam.tf.predict import IMAGE_ERRORS, predict_with_model
 
     def predict(batch_ids: list[str]) -> np.ndarray:
         per_model = [predict_with_model(m.model, batch_ids, str(folder), m.color_mode, cfg.keras_batch_size)
@@ -410,12 +465,12 @@ def keras_chunk_probs(models: Models, ids: list[str], folder: Path, cfg: Inferen
 
     try:
         return dict(zip(ids, predict(ids)))
-    except Exception:  # tf.data reports a bad file for the whole batch: find which one(s)
+    except IMAGE_ERRORS:  # tf.data reports a bad file for the whole batch: find which one(s)
         out = {}
         for image_id in ids:
             try:
                 out[image_id] = predict([image_id])[0]
-            except Exception as exc:
+            except IMAGE_ERRORS as exc:  # only a file's fault; a model or config error ends the run
                 log.warning("%s: image-level models could not read it (%s)", image_id, str(exc).splitlines()[0])
         return out
 
@@ -491,8 +546,13 @@ def header_problem(folder: Path, image_id: str, options: ReadOptions) -> Optiona
     """The first header problem (over the pixel limit, zero-byte, unreadable) among an image's channel files.
 
     Checked before any reader decodes: the Keras models' tf.data reader has no pixel limit of its
-    own. A missing file is left to the reader that needs that channel.
+    own. A missing file is left to the reader that needs that channel. An ID that cannot be a file
+    name (a path separator, too long) is the image's problem too.
     """
+    try:
+        check_image_id(image_id)
+    except ImageReadError as exc:
+        return exc
     for channel in CHANNELS:
         try:
             path = channel_path(folder, image_id, channel)
@@ -521,7 +581,7 @@ def score_or_skip(image_id: str, images: Path, models: Models, segmenter: Segmen
         if (result.width, result.height) != size:
             raise ImageReadError(f"{images / image_id}_*: image is {result.width}x{result.height} but the sample "
                                  f"submission says {size[0]}x{size[1]}")
-    except (ImageReadError, SegmentationError, OSError) as exc:
+    except (ImageReadError, SegmentationError) as exc:  # only the image's own faults: others end the run
         if cfg.on_bad_image == "fail":
             raise
         log.warning("skipping %s: %s", image_id, exc)
@@ -529,7 +589,7 @@ def score_or_skip(image_id: str, images: Path, models: Models, segmenter: Segmen
     if keep and picture_dir is not None:
         from hpacam.pictures import write_picture
 
-        write_picture(picture_dir / f"{image_id}.png", images, result, cfg.visualise_class)
+        write_picture(id_file(picture_dir, image_id), images, result, cfg.visualise_class)
     return result
 
 
@@ -558,8 +618,12 @@ def read_sample(path: Path) -> pd.DataFrame:
 
 def merge_shards(sample_path: Path, parts: Sequence[Path], out: Path) -> pd.DataFrame:
     """Join shard submissions into one, in the sample's order; every ID exactly once."""
+    from hpacam.evaluate import check_prediction_strings
+
     sample = read_sample(sample_path)
     frames = [read_submission(p) for p in parts]
+    for path, frame in zip(parts, frames):  # a malformed shard must not pass into the merged file
+        check_prediction_strings(frame, str(path))
     merged = pd.concat(frames, ignore_index=True)
     dupes = merged.loc[merged["ID"].duplicated(), "ID"].tolist()
     if dupes:

@@ -27,12 +27,29 @@ def encode_mask(mask: np.ndarray) -> str:
     return base64.b64encode(zlib.compress(counts, zlib.Z_BEST_COMPRESSION)).decode("ascii")
 
 
+def max_counts_bytes(height: int, width: int) -> int:
+    """The most bytes a height x width mask's compressed RLE counts can take, with room to spare.
+
+    A mask of N pixels has at most N + 1 runs, and pycocotools' delta coding gives a run of the
+    many-runs worst case one or two characters: 2N bounds any real mask. Decompressing no further
+    keeps a few kilobytes of crafted zlib data (a "bomb") from expanding to gigabytes.
+    """
+    return 2 * int(height) * int(width) + 64
+
+
 def mask_to_rle(text: str, height: int, width: int) -> dict:
     """Competition mask string -> pycocotools RLE dict (no pixel decoding; for fast IoU)."""
+    limit = max_counts_bytes(height, width)
     try:
-        counts = zlib.decompress(base64.b64decode(text, validate=True))
+        inflater = zlib.decompressobj()
+        counts = inflater.decompress(base64.b64decode(text, validate=True), limit)
     except (ValueError, zlib.error) as exc:
         raise ValueError(f"mask string is not base64 zlib data: {text[:40]!r}... ({exc})") from exc
+    if inflater.unconsumed_tail:
+        raise ValueError(f"mask string {text[:40]!r}... decompresses to more than {limit} bytes, more than "
+                         f"any {height}x{width} mask needs (crafted or corrupt)")
+    if not inflater.eof:
+        raise ValueError(f"mask string is not base64 zlib data: {text[:40]!r}... (incomplete or truncated stream)")
     return {"size": [int(height), int(width)], "counts": counts}
 
 

@@ -50,3 +50,15 @@ def setup_logging(log_file: str | Path | None = None, level: int = logging.INFO)
         handler.setFormatter(formatter)
         handler._hpacam_run_log = True  # type: ignore[attr-defined]
         root.addHandler(handler)
+
+
+def log_to_run_file(logger: logging.Logger, message: str) -> None:
+    """An ERROR line in the run's log file only, for a failure that the caller reports on stderr itself.
+
+    A script that ends with its own one-line error must still leave the reason in its run
+    folder's log, without printing the line twice.
+    """
+    record = logger.makeRecord(logger.name, logging.ERROR, "(run)", 0, message, (), None)
+    for handler in logging.getLogger().handlers:
+        if getattr(handler, "_hpacam_run_log", False):
+            handler.handle(record)

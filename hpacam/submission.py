@@ -66,6 +66,8 @@ def cells_prediction_string(masks: dict[int, str], probabilities: dict[int, Sequ
     for row, (cell, mask) in enumerate(masks.items()):
         probs = probabilities[row] if isinstance(probabilities, np.ndarray) else probabilities[cell]
         for label, conf in enumerate(probs):
+            if not np.isfinite(conf):  # NaN would fail the cut-off below and vanish without a word
+                raise ValueError(f"cell {cell}: confidence {conf} for class {label} is not finite")
             if conf >= min_confidence:
                 items.append(CellPrediction(label, float(conf), mask))
     return format_prediction_string(items)

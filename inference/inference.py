@@ -18,9 +18,10 @@ import sys
 from pathlib import Path
 
 from hpacam.config import parse_args, save_config
-from hpacam.fileio import atomic_path
+from hpacam.fileio import atomic_path, check_writable_file, exclusive_lock
 from hpacam.inference import InferenceConfig, merge_shards, read_sample, run_inference
-from hpacam.runs import setup_logging
+from hpacam.runs import log_to_run_file, setup_logging
+from hpacam.segmentation import SegmentationError
 from hpacam.submission import write_submission
 
 log = logging.getLogger("inference")
@@ -36,6 +37,10 @@ def parse_shard(text: str) -> tuple[int, int]:
     return index, count
 
 
+SIDE_OUTPUTS = (".image_probs.csv", ".image_sources.csv")  # beside PATH, after its stem
+RUN_ERRORS = (ValueError, OSError, SegmentationError)  # bad input, models or settings: one line, exit 1
+
+
 def run(argv) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=Path, required=True, help="folder of {ID}_{channel}.png files")
@@ -45,25 +50,53 @@ def run(argv) -> int:
     parser.add_argument("--pictures", type=Path, help="write per-image PNGs here (config: visualise=N)")
     cfg, args = parse_args(InferenceConfig, argv, parser=parser)
     stem = args.out.with_suffix("")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        check_writable_file(args.out)  # before any work, not after it
+        if args.pictures is not None:
+            check_writable_file(args.pictures / ".probe.png")
+        with exclusive_lock(args.out.parent / f".{args.out.name}.lock", str(args.out)):
+            return logged_run(cfg, args, stem)
+    except RUN_ERRORS as exc:
+        parser.exit(1, f"inference: error: {exc}\n")
+
+
+def logged_run(cfg: InferenceConfig, args: argparse.Namespace, stem: Path) -> int:
+    """One run under the outputs' lock: the previous run's outputs go first, every failure is logged.
+
+    Bad input, models or settings end it with one line on stderr (and in the log) and status 1.
+
+    Removing them first means a failed rerun never leaves an old submission beside the new run's
+    config and log, which would pass for this run's result.
+    """
+    for path in (args.out, *(Path(f"{stem}{suffix}") for suffix in SIDE_OUTPUTS)):
+        path.unlink(missing_ok=True)
     setup_logging(f"{stem}.log.txt")
     save_config(cfg, f"{stem}.config.yaml")
-    if not args.images.is_dir():
-        parser.exit(1, f"inference: error: {args.images}: image folder not found\n")
     try:
+        if not args.images.is_dir():
+            raise FileNotFoundError(f"{args.images}: image folder not found")
         sample = read_sample(args.sample)
         submission, probs, sources = run_inference(cfg, args.images, sample, args.shard, args.pictures)
-    except (ValueError, FileNotFoundError, OSError) as exc:
-        parser.exit(1, f"inference: error: {exc}\n")
-    write_submission(submission, args.out)
+        write_outputs(cfg, args.out, stem, submission, probs, sources)
+    except RUN_ERRORS as exc:  # the run's own log says why it has no submission; run() prints the line
+        log_to_run_file(log, f"inference: error: {exc}")
+        raise
+    except BaseException:
+        log.exception("run failed")
+        raise
+    empty = int((submission["PredictionString"] == "").sum())
+    print(f"wrote {args.out}: {len(submission)} images ({empty} with no prediction)")
+    return 0
+
+
+def write_outputs(cfg: InferenceConfig, out: Path, stem: Path, submission, probs, sources) -> None:
+    """The submission last, so that it exists only when everything beside it was written too."""
     if cfg.write_image_probs:
         with atomic_path(f"{stem}.image_probs.csv") as tmp:
             probs.to_csv(tmp, index=False, float_format="%.6g")
         with atomic_path(f"{stem}.image_sources.csv") as tmp:
             sources.to_csv(tmp, index=False, float_format="%.6g")
-    empty = int((submission["PredictionString"] == "").sum())
-    print(f"wrote {args.out}: {len(submission)} images ({empty} with no prediction)")
-    return 0
+    write_submission(submission, out)
 
 
 def merge(argv) -> int:
@@ -73,8 +106,10 @@ def merge(argv) -> int:
     parser.add_argument("parts", type=Path, nargs="+")
     args = parser.parse_args(argv)
     try:
-        merged = merge_shards(args.sample, args.parts, args.out)
-    except (ValueError, FileNotFoundError) as exc:
+        check_writable_file(args.out)
+        with exclusive_lock(args.out.parent / f".{args.out.name}.lock", str(args.out)):
+            merged = merge_shards(args.sample, args.parts, args.out)
+    except (ValueError, OSError) as exc:
         parser.exit(1, f"inference merge: error: {exc}\n")
     print(f"wrote {args.out}: {len(merged)} images from {len(args.parts)} shards")
     return 0

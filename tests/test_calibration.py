@@ -79,3 +79,53 @@ def test_per_image_sigmoid():
     assert sigmoid_calibrate(np.zeros((0, 19))).shape == (0, 19)
     # Scale-free: multiplying an image's intensities does not change its probabilities.
     np.testing.assert_allclose(sigmoid_calibrate(values * 1000), sigmoid_calibrate(values))
+
+
+def saved_toy_regressor(tmp_path, **changes):
+    """A fitted regressor's arrays, saved after `changes` (array name -> new array, or meta key -> value)."""
+    x, y = toy_data(200)
+    regressor, _ = fit_regressor(x, y, RegressorConfig(n_estimators=5, features=["sum", "mean", "area"]))
+    good = save_regressor(regressor, tmp_path / "good.npz")
+    with np.load(good) as data:
+        arrays = {key: data[key] for key in data.files}
+    meta = json.loads(arrays["meta"].tobytes())
+    for key, value in changes.items():
+        if key in arrays and key != "meta":
+            arrays[key] = value
+        else:
+            meta[key] = value
+    arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), np.uint8)
+    np.savez(tmp_path / "bad.npz", **arrays)
+    return tmp_path / "bad.npz"
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"value": np.full(40, np.nan)}, "array value holds NaN or infinite values"),
+    ({"features": "sum"}, "meta.features must be a non-empty list of names, got 'sum'"),
+    ({"features": ["sum", "colour", "area"]}, "meta.features names unknown features ['colour']"),
+    ({"baseline": "0.5"}, "meta.baseline must be a finite number, got '0.5'"),
+    ({"compare_float32": 1}, "meta.compare_float32 must be true or false"),
+    ({"left": np.zeros(3)}, "array left is float64 of shape (3,); expected a 1-D integer array"),
+    ({"scale": np.zeros(3)}, "the scaler needs 3 means and non-zero scales"),
+])
+def test_a_regressor_with_nan_leaves_or_metadata_of_the_wrong_type_is_refused_naming_the_file(tmp_path, changes, message):
+    path = saved_toy_regressor(tmp_path, **changes)
+    with pytest.raises(ValueError) as caught:
+        load_regressor(path)
+    assert str(caught.value).startswith(f"{path}: ") and message in str(caught.value)
+
+
+def test_a_small_regressor_file_claiming_a_huge_array_is_refused_before_it_is_read(tmp_path):
+    """512 MB of zeros compress to half a megabyte; the .npy header says so before any data is read."""
+    import zipfile
+
+    path = tmp_path / "bomb.npz"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+        with archive.open("value.npy", "w", force_zip64=True) as fh:
+            np.lib.format.write_array_header_1_0(fh, {"descr": "<f8", "fortran_order": False, "shape": (1 << 26,)})
+            chunk = bytes(1 << 26)
+            for _ in range(8):
+                fh.write(chunk)
+    assert path.stat().st_size < 2 << 20
+    with pytest.raises(ValueError, match=rf"{path.name}: its arrays would take 536870912 bytes, over the limit"):
+        load_regressor(path)

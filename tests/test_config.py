@@ -122,3 +122,40 @@ def test_saved_files_get_the_usual_permissions(tmp_path):
     finally:
         os.umask(umask)
     assert path.stat().st_mode & 0o777 == 0o644
+
+
+def test_yaml_aliases_are_refused_so_a_tiny_alias_bomb_cannot_expand(tmp_path):
+    """Six levels of nine aliases: 600 bytes that PyYAML would expand to 9**6 items (seconds, megabytes)."""
+    import time
+
+    lines = ["optim:", "  milestones: &a0 [1, 2, 3, 4, 5, 6, 7, 8, 9]", "extra:"]
+    lines += [f"  a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, 7)]
+    path = write(tmp_path, "bomb.yaml", "\n".join(lines) + "\n")
+    start = time.perf_counter()
+    with pytest.raises(ConfigError, match=rf"{path.name}: not valid YAML \(aliases \(\*name\) are not allowed"):
+        load_config(Cfg, path)
+    assert time.perf_counter() - start < 1.0
+    with pytest.raises(ConfigError, match="override .*aliases"):
+        load_config(Cfg, None, ["optim.milestones=[&x 1, *x]"])
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"seed: \xff\xfe 1\n", "not UTF-8 text"),
+    (b"_base_: [a.yaml]\n", "_base_ must be the path of another config file, got ['a.yaml']"),
+    (b"_base_: 3\n", "_base_ must be the path of another config file, got 3"),
+    (b"seed: " + b"[" * 3000 + b"]" * 3000 + b"\n", "nested more than 32 levels deep"),
+    (b"seed: " + b"[" * 40 + b"]" * 40 + b"\n", "nested more than 32 levels deep"),
+])
+def test_malformed_config_files_are_one_line_errors_naming_the_file(tmp_path, content, message):
+    path = tmp_path / "bad.yaml"
+    path.write_bytes(content)
+    with pytest.raises(ConfigError) as caught:
+        load_config(Cfg, path)
+    assert str(caught.value).startswith(f"{path}: ") and message in str(caught.value)
+    assert "\n" not in str(caught.value)
+
+
+def test_an_empty_path_is_refused_rather_than_read_as_the_current_folder():
+    with pytest.raises(ConfigError, match=r"model.weights: empty path"):
+        load_config(Cfg, None, ["model.weights="])
+    assert load_config(Cfg, None, ["model.weights=null"]).model.weights is None

@@ -416,3 +416,20 @@ def test_cli_bad_file_is_one_line_error_naming_it(tmp_path):
     assert len(done.stderr.strip().splitlines()) == 1
     missing = run_cli("--truth", str(tmp_path / "nowhere.csv"), "--pred", str(tmp_path / "broken.csv"))
     assert missing.returncode != 0 and "nowhere.csv" in missing.stderr
+
+
+def test_a_zlib_bomb_in_one_mask_is_refused_without_expanding_it(tmp_path):
+    """Under 100 KB of base64 zlib that inflates to 100 MB: refused after at most 2 x 8 x 8 + 64 bytes."""
+    import base64
+    import resource
+    import zlib
+
+    packer, chunk = zlib.compressobj(9), b"1" * (1 << 20)  # streamed: 100 MB never held at once
+    bomb = base64.b64encode(b"".join([*(packer.compress(chunk) for _ in range(100)), packer.flush()])).decode()
+    assert len(bomb) < 200_000
+    write_submission(TRUTH_ABC, tmp_path / "truth.csv")
+    write_submission(frame(row("img", [(0, 0.9, CELL_A), (0, 0.8, bomb)])), tmp_path / "bomb.csv")
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(ValueError, match=r"bomb.csv: ID img \(line 2\): triple 1: mask .* decompresses to more than 192 bytes"):
+        evaluate_files(tmp_path / "truth.csv", tmp_path / "bomb.csv")
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 50 << 10  # KB: no 100 MB expansion

@@ -42,6 +42,17 @@ def test_real_16_bit_image_with_a_dim_channel_is_not_brightened(tmp_path):
     assert read_image(tmp_path, "c")[0, 0, 1] == pytest.approx(200 / 65535)
 
 
+def test_an_8_bit_file_beside_16_bit_ones_is_divided_by_255(tmp_path):
+    """Per file: the 8-bit red file keeps its brightness; the 16-bit files share their own divisor."""
+    planes = [np.full((4, 4), 200, np.uint8)] + [np.full((4, 4), v, np.uint16) for v in (30000, 200, 40000)]
+    write_image(tmp_path, "m", planes)
+    np.testing.assert_allclose(read_image(tmp_path, "m")[0, 0], [200 / 255, 30000 / 65535, 200 / 65535, 40000 / 65535],
+                               rtol=1e-6)
+    planes = [np.full((4, 4), 200, np.uint8)] + [np.full((4, 4), v, np.uint16) for v in (10, 100, 255)]
+    write_image(tmp_path, "n", planes)  # 8-bit values in the 16-bit files: all by 255
+    np.testing.assert_allclose(read_image(tmp_path, "n")[0, 0], np.array([200, 10, 100, 255]) / 255, rtol=1e-6)
+
+
 def test_uint8_and_jpg(tmp_path):
     planes = [np.full((5, 7), v, np.uint8) for v in (0, 64, 128, 255)]
     write_image(tmp_path, "d", planes, ext="jpg")

@@ -102,16 +102,21 @@ def write_sample(path: Path, sizes: dict, ids: list[str]) -> Path:
     return path
 
 
-def run_cli(config: Path, images: Path, sample: Path, out: Path, *overrides: str) -> int:
-    """inference/inference.py's main() -> its exit status (parser.exit raises SystemExit)."""
+def main_status(*argv: str) -> int:
+    """inference/inference.py's main(argv) -> its exit status (parser.exit raises SystemExit)."""
     spec = importlib.util.spec_from_file_location("inference_cli", REPO / "inference" / "inference.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     try:
-        return module.main(["--config", str(config), "--images", str(images), "--sample", str(sample),
-                            "--out", str(out), *overrides])
+        return module.main(list(argv))
     except SystemExit as exc:
         return int(exc.code)
+
+
+def run_cli(config: Path, images: Path, sample: Path, out: Path, *overrides: str) -> int:
+    """One inference run through the CLI -> its exit status."""
+    return main_status("--config", str(config), "--images", str(images), "--sample", str(sample),
+                       "--out", str(out), *overrides)
 
 
 def assert_valid_cells(row: pd.Series) -> None:
@@ -226,3 +231,165 @@ def test_intensity_extraction_reads_with_the_configured_options(setup, tmp_path)
         extract(load_config(ExtractConfig, None, [*base, "read.color_file=refuse"]))
     with pytest.raises(ImageReadError, match=r"exceeds the limit of 9999 \(read.max_pixels"):
         extract(load_config(ExtractConfig, None, [*base, "read.max_pixels=9999"]))
+
+
+# ----------------------------------------------------------------------------- round 2 (issue 15)
+
+
+def scored_ids(out: Path) -> set[str]:
+    sub = read_submission(out)
+    return set(sub.loc[sub["PredictionString"] != "", "ID"])
+
+
+def test_an_unwritable_mask_cache_warns_once_and_every_image_is_still_scored(setup, tmp_path):
+    """A cache folder under a plain file cannot be made (ENOTDIR, even for root): masks go unstored, images scored."""
+    config, images, sizes = setup
+    (tmp_path / "not_a_folder").write_text("")
+    sample = write_sample(tmp_path / "sample.csv", sizes, [GOOD, WIDE])
+    status = run_cli(config, images, sample, tmp_path / "submission.csv", "segmentation.cache.enabled=true",
+                     f"segmentation.cache.dir={tmp_path / 'not_a_folder' / 'masks'}")
+    assert status == 0
+    assert scored_ids(tmp_path / "submission.csv") == {GOOD, WIDE}
+    log = (tmp_path / "submission.log.txt").read_text()
+    assert log.count("cannot be written") == 1 and "skipping" not in log
+
+
+@pytest.mark.parametrize("where", ["under_a_file", "a_folder"])
+def test_an_output_that_cannot_be_written_fails_before_any_work(setup, tmp_path, capsys, where):
+    config, images, sizes = setup
+    sample = write_sample(tmp_path / "sample.csv", sizes, [GOOD])
+    (tmp_path / "file").write_text("")
+    out = tmp_path / "file" / "submission.csv" if where == "under_a_file" else tmp_path / "folder.csv"
+    if where == "a_folder":
+        out.mkdir()
+    assert run_cli(config, images, sample, out) == 1
+    err = capsys.readouterr().err
+    assert f"inference: error: {out}" in err and "inference:" in err.splitlines()[-1]
+    assert "0/1" not in err  # refused before the first image
+    assert not list(tmp_path.glob("*.log.txt"))
+
+
+def small_keras_model(path: Path, channels: int, outputs: int) -> Path:
+    import keras
+
+    inputs = keras.Input((32, 32, channels))
+    pooled = keras.layers.GlobalAveragePooling2D()(inputs)
+    keras.Model(inputs, keras.layers.Dense(outputs, activation="sigmoid")(pooled)).save(path)
+    return path
+
+
+@pytest.mark.parametrize("channels, outputs, problem", [(4, 19, "takes input (None, 32, 32, 4)"),
+                                                        (3, 10, "gives output (None, 10)")])
+def test_a_keras_model_of_the_wrong_shape_is_fatal_and_named_not_an_unreadable_image(
+        setup, tmp_path, capsys, channels, outputs, problem):
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    config, images, sizes = setup
+    model = small_keras_model(tmp_path / "wrong.keras", channels, outputs)
+    with_keras = tmp_path / "inference.yaml"
+    with_keras.write_text(config.read_text() + f"image_models:\n  - model: {model}\n    color_mode: rgb\n")
+    sample = write_sample(tmp_path / "sample.csv", sizes, [GOOD, WIDE])
+    assert run_cli(with_keras, images, sample, tmp_path / "submission.csv") == 1
+    assert f"{model}: the model {problem}" in capsys.readouterr().err
+    assert not (tmp_path / "submission.csv").exists()
+
+
+@pytest.mark.parametrize("override, message", [
+    ("blend.floor=nan", "blend: floor must be in [0, 1], got nan"),
+    ("keras_batch_size=0", "keras_batch_size must be at least 1, got 0"),
+    ("chunk_size=-1", "chunk_size must be at least 1, got -1"),
+    ("tta.scales=[]", "tta: scales must be a non-empty list"),
+    ("device=foo", "device='foo' is not a device"),
+    ("read.max_pixels=0", "read: max_pixels must be at least 1"),
+    ("blend.image_models_share=1.5", "blend: image_models_share must be in [0, 1], got 1.5"),
+    ("segmentation.cache.dir=", "segmentation.cache.dir: empty path"),
+])
+def test_out_of_range_settings_are_refused_when_the_config_is_read(setup, tmp_path, capsys, override, message):
+    config, images, sizes = setup
+    sample = write_sample(tmp_path / "sample.csv", sizes, [GOOD])
+    assert run_cli(config, images, sample, tmp_path / "submission.csv", override) == 2
+    err = capsys.readouterr().err
+    assert message in err and f"override {override!r}" in err
+    assert not list(tmp_path.glob("submission*"))
+
+
+def test_nan_from_a_model_stops_the_run_instead_of_emptying_the_predictions(setup, tmp_path, capsys):
+    config, images, sizes = setup
+    checkpoint = torch.load(config.parent / "cam" / "last.pt", weights_only=True)
+    for name, tensor in checkpoint["model"].items():  # the classifier layer: NaN logits and NaN maps
+        if tensor.is_floating_point() and tensor.ndim == 4 and tensor.shape[0] == NUM_CLASSES:
+            tensor.fill_(float("nan"))
+    torch.save(checkpoint, tmp_path / "nan.pt")
+    sample = write_sample(tmp_path / "sample.csv", sizes, [GOOD, WIDE])
+    status = run_cli(config, images, sample, tmp_path / "submission.csv", f"cam_models=[{{checkpoint: {tmp_path / 'nan.pt'}}}]")
+    assert status == 1
+    assert f"{GOOD}: the CAM models' image probabilities gave NaN or infinite values" in capsys.readouterr().err
+    assert not (tmp_path / "submission.csv").exists()
+
+
+@pytest.mark.parametrize("bad_id, problem", [("x" * 300, "longer than 200 bytes"),
+                                             ("../secret/stolen", "holds a path separator")])
+def test_an_unsafe_or_overlong_sample_id_is_one_bad_image_and_nothing_outside_the_folders_is_touched(
+        setup, tmp_path, bad_id, problem):
+    config, source, sizes = setup
+    images, secret, pictures = tmp_path / "images", tmp_path / "secret", tmp_path / "pictures"
+    images.mkdir(), secret.mkdir()
+    copy_image(source, GOOD, images, GOOD)
+    copy_image(source, GOOD, secret, "stolen")  # what ../secret/stolen would read
+    sample = write_sample(tmp_path / "sample.csv", {**sizes, bad_id: (128, 128)}, [GOOD, bad_id])
+    status = run_cli(config, images, sample, tmp_path / "submission.csv", "--pictures", str(pictures), "visualise=5")
+    assert status == 0
+    assert scored_ids(tmp_path / "submission.csv") == {GOOD}
+    assert problem in (tmp_path / "submission.log.txt").read_text()
+    assert sorted(p.name for p in secret.iterdir()) == sorted(f"stolen_{c}.png" for c in CHANNELS)  # nothing written
+    assert [p.name for p in pictures.iterdir()] == [f"{GOOD}.png"]
+
+
+def test_a_failed_rerun_removes_the_previous_outputs_and_logs_its_error(setup, tmp_path):
+    config, images, sizes = setup
+    out = tmp_path / "submission.csv"
+    assert run_cli(config, images, write_sample(tmp_path / "good.csv", sizes, [GOOD]), out) == 0
+    assert out.exists() and (tmp_path / "submission.image_probs.csv").exists()
+    sample = write_sample(tmp_path / "bad.csv", sizes, [GOOD, ABSENT])
+    assert run_cli(config, images, sample, out, "on_bad_image=fail") == 1
+    assert not out.exists() and not list(tmp_path.glob("submission.image_*.csv"))
+    assert "inference: error: " in (tmp_path / "submission.log.txt").read_text().splitlines()[-1]
+    assert "absent_red.png: missing channel file" in (tmp_path / "submission.log.txt").read_text()
+
+
+def test_a_second_run_into_outputs_that_another_run_holds_is_refused(setup, tmp_path, capsys):
+    from hpacam.fileio import exclusive_lock
+
+    config, images, sizes = setup
+    out = tmp_path / "submission.csv"
+    with exclusive_lock(tmp_path / ".submission.csv.lock", "the other run"):  # as a run in progress holds it
+        assert run_cli(config, images, write_sample(tmp_path / "s.csv", sizes, [GOOD]), out) == 1
+        assert "another run is writing these outputs now" in capsys.readouterr().err
+        parts = [write_sample(tmp_path / "p.csv", sizes, [GOOD])]
+        assert main_status("merge", "--sample", str(parts[0]), "--out", str(out), *map(str, parts)) == 1
+    assert not out.exists()
+    assert run_cli(config, images, write_sample(tmp_path / "s.csv", sizes, [GOOD]), out) == 0  # lock released
+
+
+def test_merge_refuses_a_shard_with_a_malformed_prediction_string(setup, tmp_path, capsys):
+    _, _, sizes = setup
+    sample = write_sample(tmp_path / "sample.csv", sizes, [GOOD, WIDE])
+    good = write_sample(tmp_path / "shard0.csv", sizes, [GOOD])
+    bad = tmp_path / "shard1.csv"
+    bad.write_text(f"ID,ImageWidth,ImageHeight,PredictionString\n{WIDE},128,80,0 0.5\n")
+    status = main_status("merge", "--sample", str(sample), "--out", str(tmp_path / "merged.csv"), str(good), str(bad))
+    assert status == 1
+    assert f"{bad}: ID {WIDE} (line 2): 2 tokens, not a multiple of 3" in capsys.readouterr().err
+    assert not (tmp_path / "merged.csv").exists()
+
+
+def test_a_checkpoint_whose_weights_do_not_fit_its_architecture_is_one_line_naming_the_file(setup, tmp_path, capsys):
+    config, images, sizes = setup
+    checkpoint = torch.load(config.parent / "cam" / "last.pt", weights_only=True)
+    checkpoint["model"].pop(next(iter(checkpoint["model"])))  # a missing key, as from another architecture
+    torch.save(checkpoint, tmp_path / "partial.pt")
+    sample = write_sample(tmp_path / "sample.csv", sizes, [GOOD])
+    status = run_cli(config, images, sample, tmp_path / "submission.csv", f"cam_models=[{{checkpoint: {tmp_path / 'partial.pt'}}}]")
+    assert status == 1
+    err = capsys.readouterr().err
+    assert f"inference: error: {tmp_path / 'partial.pt'}: its weights do not fit the architecture it names" in err
+    assert "Missing key" in err and "Traceback" not in err

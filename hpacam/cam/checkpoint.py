@@ -100,12 +100,21 @@ def load_failure(exc: Exception, what: str) -> str:
     return f"unreadable {what} ({type(exc).__name__}: {detail})"
 
 
-def model_from_checkpoint(checkpoint: dict[str, Any]) -> CamClassifier:
-    """Rebuild the classifier from the checkpoint's own description; no config or download needed."""
-    arch = dict(checkpoint["arch"])
-    kwargs = arch.pop("kwargs", {})
-    model = create_model(**arch, pretrained=False, **kwargs)
-    model.load_state_dict(checkpoint["model"])
+def model_from_checkpoint(checkpoint: dict[str, Any], where: str | Path = "checkpoint") -> CamClassifier:
+    """Rebuild the classifier from the checkpoint's own description; no config or download needed.
+
+    Weights that do not fit the architecture the file names (another model's, missing keys) are a
+    CheckpointError naming `where` (the file), in one line.
+    """
+    try:
+        arch = dict(checkpoint["arch"])
+        kwargs = arch.pop("kwargs", {})
+        model = create_model(**arch, pretrained=False, **kwargs)
+        model.load_state_dict(checkpoint["model"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+        detail = " ".join(str(exc).split())
+        raise CheckpointError(f"{where}: its weights do not fit the architecture it names "
+                              f"({type(exc).__name__}: {detail[:300]})") from None
     return model
 
 
@@ -115,7 +124,7 @@ def load_cam_model(path: str | Path, device: str | torch.device = "cpu") -> CamC
     The returned model also carries `class_names` and `channels` from the checkpoint.
     """
     checkpoint = read_checkpoint(path)
-    model = model_from_checkpoint(checkpoint)
+    model = model_from_checkpoint(checkpoint, path)
     model.class_names = list(checkpoint["classes"])
     model.channels = list(checkpoint["channels"])
     return model.to(device).eval()

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
+from hpacam.config import check_at_least
 from hpacam.images import resize_image
 
 if TYPE_CHECKING:  # torch is imported where it is used, so configs can be read without it
@@ -30,6 +31,11 @@ class TTAConfig:
     scales: list[float] = field(default_factory=lambda: [1.0, 1.3, 1.6])
     flips: bool = True
     map_size: int = 0  # side of the working maps; 0: the model's training size
+
+    def __post_init__(self):
+        if not self.scales or not all(0.0 < s <= 8.0 for s in self.scales):
+            raise ValueError(f"scales must be a non-empty list of numbers in (0, 8], got {self.scales}")
+        check_at_least(0, map_size=self.map_size)
 
 
 @dataclass
@@ -53,7 +59,7 @@ def load_cam_models(paths: Sequence[str | Path], device: str | torch.device = "c
         if "cells" in checkpoint.get("config", {}):
             raise CheckpointError(f"{path}: a cell-level classifier's checkpoint (it reads crops of one cell, not "
                                   "whole images); it goes under cell_models, not cam_models")
-        model = model_from_checkpoint(checkpoint).to(device).eval()
+        model = model_from_checkpoint(checkpoint, path).to(device).eval()
         data = checkpoint["config"]["data"]
         stride = int(checkpoint["arch"].get("output_stride", 16))
         loaded.append(LoadedCamModel(name=Path(path).parent.name + "/" + Path(path).stem, model=model,

@@ -38,7 +38,7 @@ def load_cell_models(paths: Sequence[str | Path], device: str | torch.device = "
             raise CheckpointError(f"{path}: not a cell-model checkpoint (its config has no cells.crops section; "
                                   "a CAM checkpoint goes under cam_models)")
         crop = CropSettings(size=int(checkpoint["config"]["data"]["image_size"]), margin=float(cells["crops"]["margin"]))
-        model = model_from_checkpoint(checkpoint).to(device).eval()
+        model = model_from_checkpoint(checkpoint, path).to(device).eval()
         loaded.append(LoadedCellModel(Path(path).parent.name + "/" + Path(path).stem, model, crop,
                                       str(cells["crops"]["mask"])))
     return loaded

@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 
 from hpacam.fileio import atomic_path
-from hpacam.images import ReadOptions, channel_path, read_channel_file
+from hpacam.images import ImageReadError, ReadOptions, channel_path, read_channel_file
 from hpacam.segmentation.cache import CacheKey, MaskCache, hash_arrays, hash_files, settings_key
 from hpacam.segmentation.core import (Backend, Channels, Segmentation, SegmentationError, as_channels,
                                       check_channels, describe, finish, make_backend)
@@ -60,12 +60,17 @@ class Segmenter:
         self.read_options = read_options  # the caller's pixel limit and RGB policy, applied before decoding
         self.backend = backend or make_backend(cfg)
         self.cache = _resolve_cache(cache, cfg)
+        self.cache_write_failed = False
         self.description = describe(self.backend, cfg)
         self.settings_key = settings_key(self.description)
 
     def file_key(self, folder: str | os.PathLike, image_id: str) -> CacheKey:
         paths = {name: channel_path(folder, image_id, name) for name in self.backend.channels}
-        return CacheKey(self.settings_key, hash_files(paths))
+        try:
+            return CacheKey(self.settings_key, hash_files(paths))
+        except OSError as exc:  # an unreadable channel file is a bad image, not a failed run
+            raise ImageReadError(f"{exc.filename or Path(folder) / image_id}: cannot be read "
+                                 f"({exc.strerror or exc})") from None
 
     def array_key(self, channels: Channels) -> CacheKey:
         return CacheKey(self.settings_key, hash_arrays(channels, self.backend.channels))
@@ -74,8 +79,19 @@ class Segmenter:
         return self.cache.load(key) if self.cache is not None else None
 
     def remember(self, key: CacheKey, segmentation: Segmentation, image_id: str | None = None) -> None:
-        if self.cache is not None:
+        """Store a segmentation; a cache that cannot be written (read-only, full) is warned about once.
+
+        The cache only saves time: the segmentation in hand is good, so failing to keep it must
+        not cost the image its prediction. Writes stop after the first failure (reads go on).
+        """
+        if self.cache is None or self.cache_write_failed:
+            return
+        try:
             self.cache.store(key, segmentation, self.description, image_id)
+        except OSError as exc:
+            self.cache_write_failed = True
+            log.warning("mask cache %s cannot be written (%s); going on without storing masks",
+                        self.cache.root, exc.strerror or exc)
 
     def segment_arrays(self, image: Channels | np.ndarray) -> Segmentation:
         """One in-memory image, through the cache (keyed by the decoded arrays)."""

@@ -4,8 +4,9 @@ Decoding follows `hpacam.images.read_image` to the number, so the TensorFlow mod
 what the torch models see:
 - 8-bit files are read as 8-bit values. `tf.io.decode_png(dtype=uint16)` would multiply them by
   257, so the bit depth is taken from the PNG header (byte 24 of the file) first.
-- one divisor per image: 65535 if any channel of the image holds a value above 255 (true 16-bit
-  data), else 255 (8-bit files, and 8-bit data stored in 16-bit files) - `hpacam.images.unit_scale`.
+- 8-bit files are divided by 255; the 16-bit files of an image share one divisor: 65535 if any
+  of them holds a value above 255 (true 16-bit data), else 255 (8-bit data stored in 16-bit
+  files) - `hpacam.images.channel_divisors`.
 - colour files (RGB or RGBA where grayscale is expected) take the per-pixel maximum of the colour
   planes; resizing uses area averaging when shrinking and bilinear when enlarging, as cv2 does.
 """
@@ -110,8 +111,9 @@ def _to_grayscale(image: tf.Tensor) -> tf.Tensor:
                    lambda: image[..., 0])
 
 
-def decode_channel(contents: tf.Tensor, path: tf.Tensor) -> tf.Tensor:
-    """One channel file's bytes -> (H, W) uint16 holding the file's own values (8-bit stays 0-255)."""
+def decode_channel(contents: tf.Tensor, path: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    """One channel file's bytes -> ((H, W) uint16 holding the file's own values (8-bit stays 0-255),
+    whether the file is 16-bit)."""
     is_png = tf.equal(tf.strings.substr(contents, 0, len(PNG_SIGNATURE)), PNG_SIGNATURE)
     is_jpeg = tf.equal(tf.strings.substr(contents, 0, len(JPEG_SIGNATURE)), JPEG_SIGNATURE)
     check = tf.debugging.Assert(is_png | is_jpeg,
@@ -124,7 +126,7 @@ def decode_channel(contents: tf.Tensor, path: tf.Tensor) -> tf.Tensor:
             lambda: tf.cast(tf.io.decode_image(contents, channels=0, dtype=tf.uint8,
                                                expand_animations=False), tf.uint16),
         )
-    return _to_grayscale(image)
+    return _to_grayscale(image), is_16_bit
 
 
 def resize_like_cv2(image: tf.Tensor, size: int) -> tf.Tensor:
@@ -142,18 +144,27 @@ def resize_like_cv2(image: tf.Tensor, size: int) -> tf.Tensor:
     return tf.ensure_shape(resized, (size, size, image.shape[-1]))
 
 
+def channel_divisors(raw: tf.Tensor, wide: tf.Tensor) -> tf.Tensor:
+    """(files,) divisors as `hpacam.images.channel_divisors`: 8-bit files 255, 16-bit files 65535 if
+    any of them holds a value above 255, else 255."""
+    peaks = tf.reduce_max(tf.reshape(raw, (-1, tf.shape(raw)[-1])), axis=0)
+    wide_peak = tf.reduce_max(tf.where(wide, peaks, tf.zeros_like(peaks)))
+    return tf.where(wide & (wide_peak > 255), 65535.0, 255.0)
+
+
 def load_image(paths: tf.Tensor, channel_index: Sequence[int], size: int | None) -> tf.Tensor:
     """Paths of one image's distinct channel files -> float32 (H, W, len(channel_index)) in [0, 1]."""
-    planes = []
+    planes, wide = [], []
     for k in range(paths.shape[0]):
-        planes.append(decode_channel(tf.io.read_file(paths[k]), paths[k]))
+        plane, is_16_bit = decode_channel(tf.io.read_file(paths[k]), paths[k])
+        planes.append(plane)
+        wide.append(is_16_bit)
     checks = [tf.debugging.Assert(tf.reduce_all(tf.equal(tf.shape(plane), tf.shape(planes[0]))),
                                   ["channels of different sizes:", paths[0], paths[k]])
               for k, plane in enumerate(planes[1:], start=1)]
     with tf.control_dependencies(checks):
         raw = tf.stack(planes, axis=-1)
-    divisor = tf.where(tf.reduce_max(raw) > 255, 65535.0, 255.0)
-    image = tf.cast(raw, tf.float32) / divisor
+    image = tf.cast(raw, tf.float32) / channel_divisors(raw, tf.stack(wide))
     image = tf.gather(image, list(channel_index), axis=-1)
     return image if size is None else resize_like_cv2(image, size)
 

@@ -18,10 +18,12 @@ from typing import Sequence
 import keras
 import numpy as np
 import pandas as pd
+import tensorflow as tf
 
 from hpacam.classes import NUM_CLASSES
 from hpacam.config import load_config
 from hpacam.fileio import atomic_write_text
+from hpacam.images import ImageReadError
 from hpacam.tf import storage
 from hpacam.tf.config import ImgTrainConfig
 from hpacam.tf.data import channel_paths, image_dataset
@@ -39,9 +41,29 @@ def load_image_model(path: str) -> keras.Model:
     if not storage.exists(path):
         raise FileNotFoundError(f"{path}: model file not found")
     try:
-        return keras.models.load_model(path, safe_mode=True, compile=False)
+        model = keras.models.load_model(path, safe_mode=True, compile=False)
     except Exception as exc:  # Keras raises ValueError, TypeError, zip and HDF5 errors for bad files
         raise ValueError(f"{path}: {keras_load_failure(exc)}") from None
+    check_image_model(model, path)
+    return model
+
+
+def check_image_model(model: keras.Model, path: str) -> None:
+    """Refuse a model that is not a 19-class classifier of square 3-channel images, at load.
+
+    Found later, the mismatch would fail on every batch and read as one unreadable image after another.
+    """
+    inputs, outputs = model.input_shape, model.output_shape
+    if not (isinstance(inputs, tuple) and len(inputs) == 4 and inputs[3] == 3 and inputs[1] and inputs[1] == inputs[2]):
+        raise ValueError(f"{path}: the model takes input {inputs}; an image-level model takes "
+                         "(batch, size, size, 3) images")
+    if outputs != (None, NUM_CLASSES):
+        raise ValueError(f"{path}: the model gives output {outputs}; an image-level model gives "
+                         f"(batch, {NUM_CLASSES}) class probabilities")
+
+
+IMAGE_ERRORS = (ImageReadError, tf.errors.InvalidArgumentError, tf.errors.NotFoundError, tf.errors.DataLossError)
+"""What reading a bad image file raises in `predict_with_model`; anything else is a fault of the run."""
 
 
 def keras_load_failure(exc: Exception) -> str:
