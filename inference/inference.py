@@ -41,6 +41,11 @@ SIDE_OUTPUTS = (".image_probs.csv", ".image_sources.csv")  # beside PATH, after 
 RUN_ERRORS = (ValueError, OSError, SegmentationError)  # bad input, models or settings: one line, exit 1
 
 
+def output_lock(out: Path):
+    """The lock every writer of `out` takes (run and merge alike): a second writer is refused."""
+    return exclusive_lock(out.parent / f".{out.name}.lock", str(out))
+
+
 def run(argv) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=Path, required=True, help="folder of {ID}_{channel}.png files")
@@ -54,7 +59,7 @@ def run(argv) -> int:
         check_writable_file(args.out)  # before any work, not after it
         if args.pictures is not None:
             check_writable_file(args.pictures / ".probe.png")
-        with exclusive_lock(args.out.parent / f".{args.out.name}.lock", str(args.out)):
+        with output_lock(args.out):
             return logged_run(cfg, args, stem)
     except RUN_ERRORS as exc:
         parser.exit(1, f"inference: error: {exc}\n")
@@ -63,10 +68,9 @@ def run(argv) -> int:
 def logged_run(cfg: InferenceConfig, args: argparse.Namespace, stem: Path) -> int:
     """One run under the outputs' lock: the previous run's outputs go first, every failure is logged.
 
-    Bad input, models or settings end it with one line on stderr (and in the log) and status 1.
-
     Removing them first means a failed rerun never leaves an old submission beside the new run's
-    config and log, which would pass for this run's result.
+    config and log, which would pass for this run's result. Bad input, models or settings end the
+    run with one line on stderr (and in the log) and status 1.
     """
     for path in (args.out, *(Path(f"{stem}{suffix}") for suffix in SIDE_OUTPUTS)):
         path.unlink(missing_ok=True)
@@ -107,7 +111,7 @@ def merge(argv) -> int:
     args = parser.parse_args(argv)
     try:
         check_writable_file(args.out)
-        with exclusive_lock(args.out.parent / f".{args.out.name}.lock", str(args.out)):
+        with output_lock(args.out):
             merged = merge_shards(args.sample, args.parts, args.out)
     except (ValueError, OSError) as exc:
         parser.exit(1, f"inference merge: error: {exc}\n")
