@@ -411,7 +411,9 @@ def score_image(image_id: str, folder: Path, models: Models, segmenter: Segmente
     blend = cfg.blend
     if oracle_probs is not None:  # the labels are the image probabilities, nothing blended into them
         evidence = replace(evidence, cam_probs=np.asarray(oracle_probs, dtype=np.float64), keras_probs=None)
-        blend = replace(blend, cell_max_share=0.0)
+        # nor overruled: the cell models' term is gated by the labels too, so a class the image
+        # lacks gets no confidence from any source (the row measures the ranking of the cells)
+        blend = replace(blend, cell_max_share=0.0, cell_model_gate=1.0)
     image_probs, final = combine(evidence, blend)
     if not evidence.n_cells:
         log.warning("%s: no cells found; empty prediction string", image_id)

@@ -379,3 +379,25 @@ def test_torchrun_two_processes_share_one_crop_cache_and_write_one_checkpoint(se
     assert len([p for p in (run / "crops").iterdir()]) == 1  # built once, by rank 0
     n_crops = len(pd.read_csv(next((run / "crops").glob("*/index.csv"))))
     assert read_checkpoint(run / "last.pt")["step"] == (n_crops + 1) // 2 // 16  # each process: half the crops
+
+
+def test_with_oracle_image_labels_the_cell_models_term_is_gated_by_the_labels(sets, inference_config):
+    from hpacam.inference import InferenceConfig, run_inference
+    from hpacam.labels import multi_hot, read_labels
+    from hpacam.submission import read_submission
+
+    folder = sets / "public"
+    cfg = load_config(InferenceConfig, inference_config, ["blend.cell_model_share=1.0", "blend.cell_model_gate=0",
+                                                          f"oracle_image_labels={folder / 'labels.csv'}"])
+    submission, _, _ = run_inference(cfg, folder / "images", read_submission(folder / "sample_submission.csv"))
+    labels = read_labels(folder / "labels.csv")
+    truth = dict(zip(labels["ID"], multi_hot(labels["labels"])))
+    checked = 0
+    for image_id, prediction in zip(submission["ID"], submission["PredictionString"]):
+        triples = prediction.split()
+        classes, confidences = np.array(triples[0::3], int), np.array(triples[1::3], float)
+        absent = truth[image_id][classes] == 0
+        assert (confidences[absent] == 0).all()  # no source gives a class the image lacks
+        assert (confidences[~absent] > 0).all()
+        checked += len(classes)
+    assert checked > 0
