@@ -14,7 +14,7 @@ import argparse
 import json
 import platform
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from hpacam.demo import ROOT, Demo, DemoConfig, run_demo
@@ -66,16 +66,28 @@ REFERENCES = [
 ]
 
 
-def ensure_demo(folder: Path, seed: int) -> Demo:
-    """The demo of this seed in `folder`, run now unless a finished one (metrics.json) is there."""
+def reusable_demo(folder: Path, seed: int) -> Demo | None:
+    """The finished demo in `folder` if it was made with today's settings for this seed, else None.
+
+    A demo made before a stage was added (or with other settings) is not this pipeline: rerun it.
+    """
     metrics_path = folder / "metrics.json"
-    if metrics_path.is_file():
-        saved = json.loads(metrics_path.read_text())
-        if saved.get("config", {}).get("seed") == seed and "public" in saved:
-            print(f"\n=== demo seed {seed}: reusing {folder}")
-            demo = Demo(out=folder, cfg=DemoConfig(**saved["config"]))
-            demo.metrics = {"private": saved["mAP"], "public": saved["public"]}
-            return demo
+    if not metrics_path.is_file():
+        return None
+    saved = json.loads(metrics_path.read_text())
+    if saved.get("config") != asdict(DemoConfig(seed=seed)) or "public" not in saved:
+        return None
+    demo = Demo(out=folder, cfg=DemoConfig(**saved["config"]))
+    demo.metrics = {"private": saved["mAP"], "public": saved["public"]}
+    return demo
+
+
+def ensure_demo(folder: Path, seed: int) -> Demo:
+    """The demo of this seed in `folder`, run now unless a finished one of today's settings is there."""
+    demo = reusable_demo(folder, seed)
+    if demo is not None:
+        print(f"\n=== demo seed {seed}: reusing {folder}")
+        return demo
     return run_demo(folder, DemoConfig(seed=seed))
 
 

@@ -35,3 +35,22 @@ def test_every_variant_changes_one_thing_and_the_oracle_is_named():
     assert keys[0] == "pipeline" and len(set(keys)) == len(keys)
     oracles = [v for v in VARIANTS if v.regressor == "oracle"]
     assert len(oracles) == 1 and oracles[0].label.startswith("ORACLE")
+
+
+def test_a_demo_folder_is_reused_only_when_made_with_todays_settings(tmp_path):
+    import json
+    from dataclasses import asdict
+
+    from hpacam.ablation import reusable_demo
+
+    folder = tmp_path / "seed4"
+    folder.mkdir()
+    assert reusable_demo(folder, 4) is None  # nothing there
+    current = asdict(DemoConfig(seed=4))
+    older = {key: value for key, value in current.items() if key != "cell_recipe"}  # made before a stage existed
+    (folder / "metrics.json").write_text(json.dumps({"config": older, "mAP": {"pipeline": 0.5}, "public": {}}))
+    assert reusable_demo(folder, 4) is None
+    assert reusable_demo(folder, 5) is None
+    (folder / "metrics.json").write_text(json.dumps({"config": current, "mAP": {"pipeline": 0.5}, "public": {}}))
+    assert reusable_demo(folder, 4).metrics["private"] == {"pipeline": 0.5}
+    assert reusable_demo(folder, 5) is None  # another seed's demo
