@@ -217,7 +217,8 @@ def tune_on_public(demo: Demo, public: Path, base: Path) -> Path:
     tuned = demo.out / "inference.yaml"
     demo.run("tune the blend on public", "-m", "hpacam.tuning", "--config", str(base), "--images",
              str(public / "images"), "--sample", str(public / "sample_submission.csv"), "--truth",
-             str(public / "truth.csv"), "--out", str(tuned))
+             str(public / "truth.csv"), "--out", str(tuned), "--submission",
+             str(demo.out / "public" / "submission.csv"))
     if demo.cfg.cell_recipe:
         demo.metrics["public"].update(public_cell_model_rows(demo.out / "inference.csv", tuned_blend(demo)))
     return tuned
@@ -243,12 +244,17 @@ def public_cell_model_rows(table_path: Path, blend: dict) -> dict[str, float]:
 
 
 def score_set(demo: Demo, part: str, data: Path, config: Path, submission: Path) -> None:
-    """Every report row on one scored set: the pipeline, the baselines with the same models, the oracles."""
+    """Every report row on one scored set: the pipeline, the baselines with the same models, the oracles.
+
+    The public submission was written by the tuner from its own pass of the models (the same
+    arithmetic inference uses); private gets the inference run a user makes.
+    """
     out, truth, sample = submission.parent, data / "truth.csv", data / "sample_submission.csv"
     preds = demo.out / "predictions" / part
-    pictures = ["--pictures", str(out / "pictures"), "visualise=2"] if part == "private" else []
-    demo.run(f"inference {part}", "inference/inference.py", "--config", str(config), "--images", str(data / "images"),
-             "--sample", str(sample), "--out", str(submission), *pictures)
+    if part == "private":
+        demo.run(f"inference {part}", "inference/inference.py", "--config", str(config), "--images",
+                 str(data / "images"), "--sample", str(sample), "--out", str(submission), "--pictures",
+                 str(out / "pictures"), "visualise=2")
     demo.evaluate(part, "pipeline", truth, submission)
     probs = submission.with_suffix(".image_probs.csv")
     image_json = demo.out / "scores" / part / "image_level.json"
@@ -269,17 +275,27 @@ def score_set(demo: Demo, part: str, data: Path, config: Path, submission: Path)
     for name, args in baselines.items():
         demo.run(f"{name} {part}", "-m", "hpacam.baselines", *args, "--out", str(preds / f"{name}.csv"))
         demo.evaluate(part, name, truth, preds / f"{name}.csv")
-    oracles = {"pipeline_true_image_labels": [f"oracle_image_labels={data / 'labels.csv'}"],
-               "oracle_segmentation_pipeline": [f"cells_dir={data / 'cells'}"]}
-    if not demo.cfg.oracle_rows or part != "private":  # what they measure is read on the reported set
-        oracles = {}
-    if part == "private" and demo.cfg.cell_recipe:  # the CAM pipeline alone and the cell model alone
-        oracles.update(cell_model_rows())
-    for name, overrides in oracles.items():
-        demo.run(f"{name} {part}", "inference/inference.py", "--config", str(config), "--images",
-                 str(data / "images"), "--sample", str(sample), "--out", str(preds / f"{name}.csv"), *overrides,
-                 "visualise=0")
-        demo.evaluate(part, name, truth, preds / f"{name}.csv")
+    if part == "private":
+        score_variant_rows(demo, data, config)
+
+
+def score_variant_rows(demo: Demo, data: Path, config: Path) -> None:
+    """The private rows that change one setting of the tuned config (oracles, the cell model's rows),
+    scored in one process that shares the models' pass between variants (`hpacam.variants`)."""
+    rows = {}
+    if demo.cfg.oracle_rows:  # what they measure is read on the reported set
+        rows = {"pipeline_true_image_labels": [f"oracle_image_labels={data / 'labels.csv'}"],
+                "oracle_segmentation_pipeline": [f"cells_dir={data / 'cells'}"]}
+    if demo.cfg.cell_recipe:  # the CAM pipeline alone and the cell model alone
+        rows.update(cell_model_rows())
+    if not rows:
+        return
+    json_path = demo.out / "scores" / "private" / "variants.json"
+    variants = [arg for name, overrides in rows.items() for arg in ("--variant", name, *overrides)]
+    demo.run("variant rows private", "-m", "hpacam.variants", "--config", str(config), "--images",
+             str(data / "images"), "--sample", str(data / "sample_submission.csv"), "--truth",
+             str(data / "truth.csv"), "--json", str(json_path), *variants)
+    demo.metrics["private"].update(json.loads(json_path.read_text()))
 
 
 def cell_model_rows() -> dict[str, list[str]]:

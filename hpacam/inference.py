@@ -406,23 +406,35 @@ def score_image(image_id: str, folder: Path, models: Models, segmenter: Segmente
     `oracle_probs` (oracle analyses only) replaces the image probabilities in the blend.
     """
     evidence = image_evidence(image_id, folder, models, segmenter, keras_per_model, cfg, keep_pictures)
-    image_probs = blended_image_probs(evidence, cfg.blend)
-    sources = image_sources(evidence, models, image_probs)
-    blend = cfg.blend
-    if oracle_probs is not None:  # the labels are the image probabilities, nothing blended into them
-        evidence = replace(evidence, cam_probs=np.asarray(oracle_probs, dtype=np.float64), keras_probs=None)
-        # nor overruled: the cell models' term is gated by the labels too, so a class the image
-        # lacks gets no confidence from any source (the row measures the ranking of the cells)
-        blend = replace(blend, cell_max_share=0.0, cell_model_gate=1.0)
+    return result_of(evidence, models, cfg.blend, oracle_probs, keep_pictures)
+
+
+def with_oracle_labels(evidence: ImageEvidence, blend: BlendConfig,
+                       labels: np.ndarray) -> tuple[ImageEvidence, BlendConfig]:
+    """ORACLE analyses: the true image labels are the image probabilities, nothing blended into them.
+
+    Nor overruled: the cell models' term is gated by the labels too, so a class the image lacks
+    gets no confidence from any source (the row measures how the cells are ranked).
+    """
+    evidence = replace(evidence, cam_probs=np.asarray(labels, dtype=np.float64), keras_probs=None)
+    return evidence, replace(blend, cell_max_share=0.0, cell_model_gate=1.0)
+
+
+def result_of(evidence: ImageEvidence, models: Models, blend: BlendConfig,
+              oracle_probs: Optional[np.ndarray] = None, keep_pictures: bool = False) -> ImageResult:
+    """An image's prediction string, image probabilities and sources from its evidence under `blend`."""
+    sources = image_sources(evidence, models, blended_image_probs(evidence, blend))
+    if oracle_probs is not None:
+        evidence, blend = with_oracle_labels(evidence, blend, oracle_probs)
     image_probs, final = combine(evidence, blend)
+    size = (evidence.image_id, evidence.width, evidence.height)
     if not evidence.n_cells:
-        log.warning("%s: no cells found; empty prediction string", image_id)
-        return ImageResult(image_id, evidence.width, evidence.height, "", image_probs, sources)
-    prediction = cells_prediction_string(evidence.masks, final, cfg.blend.min_confidence)
+        log.warning("%s: no cells found; empty prediction string", evidence.image_id)
+        return ImageResult(*size, "", image_probs, sources)
+    prediction = cells_prediction_string(evidence.masks, final, blend.min_confidence)
     if keep_pictures:
-        return ImageResult(image_id, evidence.width, evidence.height, prediction, image_probs, sources, evidence.cells,
-                           final, evidence.maps)
-    return ImageResult(image_id, evidence.width, evidence.height, prediction, image_probs, sources)
+        return ImageResult(*size, prediction, image_probs, sources, evidence.cells, final, evidence.maps)
+    return ImageResult(*size, prediction, image_probs, sources)
 
 
 def precomputed_cells(cfg: InferenceConfig, image_id: str):

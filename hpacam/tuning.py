@@ -224,13 +224,34 @@ def choose_blend(cfg: InferenceConfig, evidence: Sequence[ImageEvidence], scorer
 
 
 def tune(cfg: InferenceConfig, images: Path, sample_path: Path, truth_path: Path,
-         grid: TuneGrid = TuneGrid()) -> tuple[InferenceConfig, pd.DataFrame]:
+         grid: TuneGrid = TuneGrid(), submission: Optional[Path] = None) -> tuple[InferenceConfig, pd.DataFrame]:
+    """The best blend on the public set; with `submission`, also that blend's submission of the set."""
     sample = read_sample(sample_path)
     truth = read_submission(truth_path)
-    evidence = collect_evidence(cfg, images, sample)
+    models = load_models(cfg)
+    evidence = collect_evidence(cfg, images, sample, models)
     scorer = SetScorer(truth, evidence, truth_name=str(truth_path))
     blend, table = choose_blend(cfg, evidence, scorer, grid)
+    if submission is not None:
+        write_set_submission(evidence, models, blend, sample, submission)
     return replace(cfg, blend=blend), table
+
+
+def write_set_submission(evidence: Sequence[ImageEvidence], models: Models, blend: BlendConfig,
+                         sample: pd.DataFrame, out: Path) -> None:
+    """What inference would write for this set under `blend` (the same arithmetic, from the same
+    evidence), with `.image_probs.csv` and `.image_sources.csv` beside it; saves a second model pass."""
+    from hpacam.fileio import atomic_path
+    from hpacam.inference import probs_frame, result_of, sources_frame, submission_frame
+    from hpacam.submission import write_submission
+
+    results = [result_of(item, models, blend) for item in evidence]
+    stem = Path(out).with_suffix("")
+    with atomic_path(f"{stem}.image_probs.csv") as tmp:
+        probs_frame(results).to_csv(tmp, index=False, float_format="%.6g")
+    with atomic_path(f"{stem}.image_sources.csv") as tmp:
+        sources_frame(results).to_csv(tmp, index=False, float_format="%.6g")
+    write_submission(submission_frame(results, sample), out)
 
 
 def broadcast_like(table: pd.DataFrame, row: pd.Series) -> float:
@@ -250,6 +271,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--sample", type=Path, required=True, help="its sample_submission.csv")
     parser.add_argument("--truth", type=Path, required=True, help="its per-cell truth (submission format)")
     parser.add_argument("--out", type=Path, required=True, help="the tuned inference config to write (.yaml)")
+    parser.add_argument("--submission", type=Path, help="also write the tuned blend's submission of this set "
+                        "(as inference would, with .image_probs.csv and .image_sources.csv beside it)")
     defaults = TuneGrid()
     parser.add_argument("--floors", type=float, nargs="+", default=defaults.floors, help="gate floors to try")
     parser.add_argument("--cell-sources", nargs="+", default=defaults.cell_sources, choices=list(CELL_SOURCES))
@@ -266,7 +289,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         grid = TuneGrid(args.floors, args.cell_sources, args.image_models_shares, args.cell_max_shares,
                         args.cell_model_shares, args.cell_model_gates)
-        tuned, table = tune(cfg, args.images, args.sample, args.truth, grid)
+        if args.submission is not None:
+            args.submission.parent.mkdir(parents=True, exist_ok=True)
+        tuned, table = tune(cfg, args.images, args.sample, args.truth, grid, args.submission)
     except (ValueError, FileNotFoundError, OSError) as exc:
         parser.exit(1, f"tuning: error: {exc}\n")
     with atomic_path(f"{stem}.csv") as tmp:

@@ -163,3 +163,42 @@ def test_cell_probabilities_weigh_sources_and_fall_back_to_the_sigmoid(public):
     np.testing.assert_allclose(seed_style, item.sigmoid)
     mixed = cell_probabilities(item, BlendConfig(sigmoid_weight=1.0, regressor_weight=0.0, standing_weight=1.0))
     np.testing.assert_allclose(mixed, (item.sigmoid + item.standing) / 2)
+
+
+def test_the_tuners_submission_is_what_inference_writes_for_the_tuned_config(public, tmp_path):
+    from hpacam.tuning import main
+
+    config, folder, _ = public
+    out, submission = tmp_path / "tuned.yaml", tmp_path / "set" / "submission.csv"
+    assert main(["--config", str(config), "--images", str(folder / "images"), "--sample",
+                 str(folder / "sample_submission.csv"), "--truth", str(folder / "truth.csv"), "--out", str(out),
+                 "--submission", str(submission), "--floors", "0.5", "1.0"]) == 0
+    sample = read_submission(folder / "sample_submission.csv")
+    expected, probs, sources = run_inference(load_config(InferenceConfig, out), folder / "images", sample)
+    assert read_submission(submission)["PredictionString"].tolist() == expected["PredictionString"].tolist()
+    written = pd.read_csv(tmp_path / "set" / "submission.image_probs.csv")
+    np.testing.assert_allclose(written[[str(c) for c in range(19)]].to_numpy(),
+                               probs[[str(c) for c in range(19)]].to_numpy(), rtol=1e-5)
+    assert set(pd.read_csv(tmp_path / "set" / "submission.image_sources.csv")["source"]) == set(sources["source"])
+
+
+def test_variant_rows_equal_the_metric_on_the_submissions_inference_writes(public, tmp_path):
+    from hpacam.variants import main
+
+    config, folder, _ = public
+    variants = {"blend": ["blend.floor=0.3", "blend.standing_weight=1.0"],
+                "true_labels": [f"oracle_image_labels={folder / 'labels.csv'}", "blend.floor=0.5"],
+                "truth_masks": [f"cells_dir={folder / 'cells'}"]}
+    args = [a for name, overrides in variants.items() for a in ("--variant", name, *overrides)]
+    json_path = tmp_path / "rows.json"
+    assert main(["--config", str(config), "--images", str(folder / "images"), "--sample",
+                 str(folder / "sample_submission.csv"), "--truth", str(folder / "truth.csv"), "--json",
+                 str(json_path), *args]) == 0
+    import json
+
+    scores = json.loads(json_path.read_text())
+    truth = read_submission(folder / "truth.csv")
+    sample = read_submission(folder / "sample_submission.csv")
+    for name, overrides in variants.items():
+        submission, _, _ = run_inference(load_config(InferenceConfig, config, overrides), folder / "images", sample)
+        assert scores[name] == pytest.approx(evaluate_frames(truth, submission).mean_average_precision, abs=1e-12), name
