@@ -21,6 +21,7 @@ from hpacam.cellmodel.config import TrainCellConfig, check_cell_config
 from hpacam.cellmodel.crops import ChainedCrops, CropSet, CropSettings, build_crop_set
 from hpacam.cellmodel.data import CellCropDataset, input_channels
 from hpacam.cellmodel.pseudo import cam_standing, checkpoints_key, soft_targets
+from hpacam.classes import NUM_CLASSES
 from hpacam.segmentation import Segmenter
 
 log = logging.getLogger(__name__)
@@ -42,7 +43,7 @@ def targets_of(cfg: TrainCellConfig, crop_set: CropSet, labels_by_id: dict, fold
                segmenter: Segmenter, device: str, progress: bool) -> np.ndarray:
     """(crops, 19): each crop's image labels, refined by the CAM evidence when asked for."""
     labels = np.stack([labels_by_id[image_id] for image_id in crop_set.index["ID"]]) if len(crop_set.index) \
-        else np.zeros((0, 19), np.float32)
+        else np.zeros((0, NUM_CLASSES), np.float32)
     pseudo = cfg.cells.pseudo
     if pseudo.threshold <= 0:
         return labels.astype(np.float32)
