@@ -17,23 +17,9 @@ from hpacam.config import parse_args
 
 def main(argv: list[str] | None = None) -> int:
     cfg, _ = parse_args(TrainCamConfig, argv, description=__doc__.splitlines()[0])
-    from hpacam.cam.checkpoint import CheckpointError
-    from hpacam.cam.models import PretrainedWeightsError
-    from hpacam.cam.train import NonFiniteLossError, train
-    from hpacam.images import ImageReadError
-    from hpacam.labels import LabelFileError
+    from hpacam.cam.train import main_of_script, train
 
-    try:
-        result = train(cfg)
-    except (ImageReadError, LabelFileError, CheckpointError, PretrainedWeightsError, NonFiniteLossError,
-            ValueError) as exc:
-        print(f"train_cam: error: {exc}", file=sys.stderr)
-        return 1
-    if result.last_checkpoint is not None:
-        print(f"last checkpoint: {result.last_checkpoint}")
-        if result.best_checkpoint is not None:
-            print(f"best checkpoint: {result.best_checkpoint} ({cfg.train.best_metric} = {result.best:.4f})")
-    return 0
+    return main_of_script("train_cam", train, cfg)
 
 
 if __name__ == "__main__":

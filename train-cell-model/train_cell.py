@@ -26,25 +26,11 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         print(f"train_cell: error: {exc}", file=sys.stderr)
         return 1
-    from hpacam.cam.checkpoint import CheckpointError
-    from hpacam.cam.models import PretrainedWeightsError
-    from hpacam.cam.train import NonFiniteLossError
+    from hpacam.cam.train import main_of_script
     from hpacam.cellmodel.train import train_cell_model
-    from hpacam.images import ImageReadError
-    from hpacam.labels import LabelFileError
     from hpacam.segmentation import SegmentationError
 
-    try:
-        result = train_cell_model(cfg)
-    except (ImageReadError, LabelFileError, CheckpointError, PretrainedWeightsError, NonFiniteLossError,
-            SegmentationError, ValueError) as exc:
-        print(f"train_cell: error: {exc}", file=sys.stderr)
-        return 1
-    if result.last_checkpoint is not None:
-        print(f"last checkpoint: {result.last_checkpoint}")
-        if result.best_checkpoint is not None:
-            print(f"best checkpoint: {result.best_checkpoint} ({cfg.train.best_metric} = {result.best:.4f})")
-    return 0
+    return main_of_script("train_cell", train_cell_model, cfg, (SegmentationError,))
 
 
 if __name__ == "__main__":

@@ -118,6 +118,35 @@ def model_from_checkpoint(checkpoint: dict[str, Any], where: str | Path = "check
     return model
 
 
+WRONG_KIND = {
+    "cam": "a cell-level classifier's checkpoint (it reads crops of one cell, not whole images); it goes under "
+           "cell_models, not cam_models",
+    "cell": "not a cell-model checkpoint (its config has no cells.crops section; a CAM checkpoint goes under "
+            "cam_models)",
+}
+
+
+def is_cell_checkpoint(checkpoint: dict[str, Any]) -> bool:
+    """Written by the cell-level classifier's training: its config carries a `cells` section."""
+    return "cells" in checkpoint.get("config", {})
+
+
+def load_for_inference(path: str | Path, kind: str,
+                       device: str | torch.device = "cpu") -> tuple[dict[str, Any], CamClassifier, str]:
+    """(checkpoint, its model on `device` in eval mode, a short name) of a `kind` ("cam" or "cell") checkpoint.
+
+    Both kinds are CamClassifiers; only what they read differs (whole images or crops of one
+    cell), so a checkpoint of the other kind is refused here, naming the file, before it is built.
+    """
+    checkpoint = read_checkpoint(path)
+    cells = checkpoint.get("config", {}).get("cells")
+    wrong = is_cell_checkpoint(checkpoint) if kind == "cam" else not (isinstance(cells, dict) and "crops" in cells)
+    if wrong:
+        raise CheckpointError(f"{path}: {WRONG_KIND[kind]}")
+    model = model_from_checkpoint(checkpoint, path).to(device).eval()
+    return checkpoint, model, Path(path).parent.name + "/" + Path(path).stem
+
+
 def load_cam_model(path: str | Path, device: str | torch.device = "cpu") -> CamClassifier:
     """The trained classifier of a checkpoint, on `device`, in eval mode (what inference uses).
 

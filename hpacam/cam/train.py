@@ -16,6 +16,7 @@ import contextlib
 import logging
 import math
 import os
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -436,6 +437,28 @@ def train(cfg: TrainCamConfig, data_builder: DataBuilder = cam_training_data,
         close_run_log(Path(cfg.run_dir) / "log.txt")
         if procs.distributed:
             dist.destroy_process_group()
+
+
+def main_of_script(prog: str, run: Callable[[Any], TrainResult], cfg: TrainCamConfig,
+                   extra_errors: tuple[type[Exception], ...] = ()) -> int:
+    """A training script's body: run, one line on stderr and status 1 for bad input, else where the
+    checkpoints are. Shared by train_cam.py and train_cell.py, so both fail and report alike."""
+    from hpacam.cam.checkpoint import CheckpointError
+    from hpacam.cam.models import PretrainedWeightsError
+    from hpacam.images import ImageReadError
+    from hpacam.labels import LabelFileError
+
+    try:
+        result = run(cfg)
+    except (ImageReadError, LabelFileError, CheckpointError, PretrainedWeightsError, NonFiniteLossError,
+            ValueError, *extra_errors) as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return 1
+    if result.last_checkpoint is not None:
+        print(f"last checkpoint: {result.last_checkpoint}")
+        if result.best_checkpoint is not None:
+            print(f"best checkpoint: {result.best_checkpoint} ({cfg.train.best_metric} = {result.best:.4f})")
+    return 0
 
 
 def close_run_log(log_file: Path) -> None:

@@ -51,19 +51,15 @@ class LoadedCamModel:
 
 def load_cam_models(paths: Sequence[str | Path], device: str | torch.device = "cpu") -> list[LoadedCamModel]:
     """Load checkpoints once (weights_only) and keep each one's training size and colour mode."""
-    from hpacam.cam.checkpoint import CheckpointError, model_from_checkpoint, read_checkpoint
+    from hpacam.cam.checkpoint import load_for_inference
 
     loaded = []
     for path in paths:
-        checkpoint = read_checkpoint(path)
-        if "cells" in checkpoint.get("config", {}):
-            raise CheckpointError(f"{path}: a cell-level classifier's checkpoint (it reads crops of one cell, not "
-                                  "whole images); it goes under cell_models, not cam_models")
-        model = model_from_checkpoint(checkpoint, path).to(device).eval()
+        checkpoint, model, name = load_for_inference(path, "cam", device)
         data = checkpoint["config"]["data"]
         stride = int(checkpoint["arch"].get("output_stride", 16))
-        loaded.append(LoadedCamModel(name=Path(path).parent.name + "/" + Path(path).stem, model=model,
-                                     image_size=int(data["image_size"]), mode=str(data["mode"]), stride=stride))
+        loaded.append(LoadedCamModel(name=name, model=model, image_size=int(data["image_size"]),
+                                     mode=str(data["mode"]), stride=stride))
     return loaded
 
 

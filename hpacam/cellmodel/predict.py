@@ -28,19 +28,15 @@ class LoadedCellModel:
 
 def load_cell_models(paths: Sequence[str | Path], device: str | torch.device = "cpu") -> list[LoadedCellModel]:
     """Load cell-model checkpoints once (weights_only), with the crop settings each was trained on."""
-    from hpacam.cam.checkpoint import CheckpointError, model_from_checkpoint, read_checkpoint
+    from hpacam.cam.checkpoint import load_for_inference
 
     loaded = []
     for path in paths:
-        checkpoint = read_checkpoint(path)
-        cells = checkpoint.get("config", {}).get("cells")
-        if not isinstance(cells, dict) or "crops" not in cells:
-            raise CheckpointError(f"{path}: not a cell-model checkpoint (its config has no cells.crops section; "
-                                  "a CAM checkpoint goes under cam_models)")
-        crop = CropSettings(size=int(checkpoint["config"]["data"]["image_size"]), margin=float(cells["crops"]["margin"]))
-        model = model_from_checkpoint(checkpoint, path).to(device).eval()
-        loaded.append(LoadedCellModel(Path(path).parent.name + "/" + Path(path).stem, model, crop,
-                                      str(cells["crops"]["mask"])))
+        checkpoint, model, name = load_for_inference(path, "cell", device)
+        config = checkpoint["config"]
+        crops = config["cells"]["crops"]
+        crop = CropSettings(size=int(config["data"]["image_size"]), margin=float(crops["margin"]))
+        loaded.append(LoadedCellModel(name, model, crop, str(crops["mask"])))
     return loaded
 
 

@@ -11,7 +11,6 @@ never given to a cell (tests hold this), so no per-cell truth enters training.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from pathlib import Path
@@ -42,14 +41,10 @@ def soft_targets(image_labels: np.ndarray, standing: np.ndarray | None, threshol
 
 
 def checkpoints_key(paths: Sequence[Path]) -> str:
-    """Hash of the CAM checkpoints' bytes: the standing cache belongs to these models only."""
-    digest = hashlib.blake2b(digest_size=12)
-    for path in paths:
-        with open(path, "rb") as fh:
-            while chunk := fh.read(1 << 20):
-                digest.update(chunk)
-        digest.update(b"\0")
-    return digest.hexdigest()
+    """Hash of the CAM checkpoints' bytes (in order): the standing cache belongs to these models only."""
+    from hpacam.segmentation.cache import hash_files
+
+    return hash_files({f"{index:04d}": Path(path) for index, path in enumerate(paths)})[:24]
 
 
 def cam_standing(crop_set, folder: Path, segmenter, checkpoints: Sequence[Path], activation: str = "swish",
@@ -88,10 +83,10 @@ def _compute_standing(crop_set, folder: Path, segmenter, checkpoints: Sequence[P
     groups = crop_set.index.groupby("ID", sort=False).indices
     for image_id, rows in tqdm(groups.items(), desc="CAM standing", unit="img", disable=not progress):
         seg = segmenter.segment_file(folder, image_id)
+        images = {mode: read_image(folder, image_id, mode) for mode in {cam.mode for cam in cams}}
         per_model = []
         for cam in cams:
-            image = read_image(folder, image_id, cam.mode)
-            probs, maps = predict_maps(cam, image, tta, device)
+            probs, maps = predict_maps(cam, images[cam.mode], tta, device)
             result = cell_intensities(seg.cells, activate(maps, activation), probs)
             standing = np.ones((seg.n_cells, NUM_CLASSES))
             standing[result.cell_ids - 1] = standing_within_image(result.means)
