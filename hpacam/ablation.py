@@ -17,7 +17,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from hpacam.demo import ROOT, Demo, DemoConfig, run_demo
+from hpacam.demo import METHOD, ROOT, Demo, DemoConfig, run_demo
 from hpacam.fileio import atomic_write_text
 
 
@@ -34,7 +34,7 @@ class Variant:
 
 SEED_BLEND = ["blend.floor=0.8", "blend.sigmoid_weight=0.5", "blend.regressor_weight=0.5",
               "blend.standing_weight=0.0", "blend.image_models_share=0.5", "blend.cell_max_share=0.0",
-              "blend.cell_model_share=0.0", "cell_models=[]"]
+              "blend.cell_model_max_share=0.0", "blend.cell_model_share=0.0", "cell_models=[]"]
 VARIANTS = [
     Variant("pipeline", "the demo's pipeline (blend tuned on public)"),
     Variant("other_cam", "the other CAM objective (Puzzle-CAM if the demo trains plain CAM, and the reverse), "
@@ -48,8 +48,10 @@ VARIANTS = [
             "the CAM evidence; never a label the image lacks)", cell="pseudo"),
     Variant("no_image_models", "no image-level Keras model", grid=["--image-models-shares", "0"],
             fixed=["image_models=[]"]),
-    Variant("no_cell_max", "image probabilities from the models only (no cell-max pooling)",
+    Variant("no_cell_max", "no max pooling of the regressor's cell probabilities into the image probabilities",
             grid=["--cell-max-shares", "0"]),
+    Variant("no_cell_model_max", "the cell model per cell only: its max-pooled probability kept out of the image "
+            "probabilities (and so out of broadcast's)", grid=["--cell-model-max-shares", "0"]),
     Variant("standing_only", "cell evidence: within-image standing only", grid=["--cell-sources", "standing"]),
     Variant("regressor_only", "cell evidence: regressor only", grid=["--cell-sources", "regressor"]),
     Variant("seed_blend", "the seed's fixed blend, untuned (sigmoid + regressor 0.5/0.5, floor 0.8, "
@@ -59,7 +61,8 @@ VARIANTS = [
 ]
 REFERENCES = [
     ("cell_model_only", "the demo's cell-level classifier alone (share 1, gate as tuned)"),
-    ("broadcast_same_models", "`broadcast` with the demo pipeline's image probabilities"),
+    ("broadcast_same_models", "the strongest `broadcast` with the same models (the demo pipeline's image "
+                              "probabilities, chosen on public by broadcast's score)"),
     ("cell_oracle_same_models", "`cell-oracle`: the same image probabilities, cells ranked perfectly within images"),
     ("pipeline_true_image_labels", "the pipeline's cell stage with the true image labels (oracle)"),
     ("broadcast_true_labels_predicted_masks", "`broadcast` with the true image labels"),
@@ -69,13 +72,14 @@ REFERENCES = [
 def reusable_demo(folder: Path, seed: int) -> Demo | None:
     """The finished demo in `folder` if it was made with today's settings for this seed, else None.
 
-    A demo made before a stage was added (or with other settings) is not this pipeline: rerun it.
+    A demo made before a stage was added, by an older method (`hpacam.demo.METHOD`) or with other
+    settings is not this pipeline: rerun it.
     """
     metrics_path = folder / "metrics.json"
     if not metrics_path.is_file():
         return None
     saved = json.loads(metrics_path.read_text())
-    if saved.get("config") != asdict(DemoConfig(seed=seed)) or "public" not in saved:
+    if saved.get("config") != asdict(DemoConfig(seed=seed)) or saved.get("method") != METHOD or "public" not in saved:
         return None
     demo = Demo(out=folder, cfg=DemoConfig(**saved["config"]))
     demo.metrics = {"private": saved["mAP"], "public": saved["public"]}

@@ -89,6 +89,9 @@ class BlendConfig:
     # then (1 - cell_max_share) x that + cell_max_share x the image's highest per-cell regressor
     # probability (multiple-instance max pooling of the cell evidence); 0 without a regressor
     cell_max_share: float = 0.0
+    # then (1 - cell_model_max_share) x that + cell_model_max_share x the image's highest cell-model
+    # probability: the cell models as an image-level source; 0 without cell models
+    cell_model_max_share: float = 0.0
     # final = (1 - share) x the CAM pipeline's confidence + share x the cell models' probability
     # (an absolute per-cell confidence, comparable across images) x image probability ** gate;
     # share 0: no cell models. gate 0 trusts the cell models alone, 1 lets the image say yes first.
@@ -101,7 +104,8 @@ class BlendConfig:
         check_unit_interval(sigmoid_weight=self.sigmoid_weight, regressor_weight=self.regressor_weight,
                             standing_weight=self.standing_weight, floor=self.floor,
                             image_level_weight=self.image_level_weight, image_models_share=self.image_models_share,
-                            cell_max_share=self.cell_max_share, cell_model_share=self.cell_model_share,
+                            cell_max_share=self.cell_max_share, cell_model_max_share=self.cell_model_max_share,
+                            cell_model_share=self.cell_model_share,
                             cell_model_gate=self.cell_model_gate, border_factor=self.border_factor,
                             min_confidence=self.min_confidence)
 
@@ -372,6 +376,9 @@ def blended_image_probs(evidence: ImageEvidence, blend: BlendConfig) -> np.ndarr
         probs = (1 - blend.image_models_share) * probs + blend.image_models_share * evidence.keras_probs
     if blend.cell_max_share > 0 and evidence.regressor is not None and evidence.n_cells:
         probs = (1 - blend.cell_max_share) * probs + blend.cell_max_share * evidence.regressor.max(axis=0)
+    if blend.cell_model_max_share > 0 and evidence.cell_model is not None and evidence.n_cells:
+        share = blend.cell_model_max_share
+        probs = (1 - share) * probs + share * evidence.cell_model.max(axis=0)
     return probs
 
 
@@ -417,7 +424,7 @@ def with_oracle_labels(evidence: ImageEvidence, blend: BlendConfig,
     gets no confidence from any source (the row measures how the cells are ranked).
     """
     evidence = replace(evidence, cam_probs=np.asarray(labels, dtype=np.float64), keras_probs=None)
-    return evidence, replace(blend, cell_max_share=0.0, cell_model_gate=1.0)
+    return evidence, replace(blend, cell_max_share=0.0, cell_model_max_share=0.0, cell_model_gate=1.0)
 
 
 def result_of(evidence: ImageEvidence, models: Models, blend: BlendConfig,

@@ -4,12 +4,14 @@
         --sample PUBLIC/sample_submission.csv --truth PUBLIC/truth.csv --out tuned.yaml
 
 The models run once over the public images (`hpacam.inference.image_evidence`, the code
-inference runs); then every blend setting of a small grid (gate floor, which cell evidence, the
-image-level models' share) is scored with the competition metric against the public truth, and
-the best one is written as a complete inference config (`tuned.yaml`), with every candidate's
-score beside it (`tuned.csv`). A gate floor of 1 is `broadcast` (every cell gets its image's
-probabilities), so the grid always holds the honest baseline: if the cell stage does not help on
-public, the tuner says so and keeps broadcast.
+inference runs); then blend settings are scored with the competition metric against the public
+truth in three steps (`choose_blend`): the image probabilities (the image-level models' share, the
+max-pooled regressor and cell-model probabilities) as `broadcast`, that is with every cell given
+its image's probabilities; the CAM cell evidence (gate floor, calibrated source) on the best of
+them; the cell models' share and gate. The best is written as a complete inference config
+(`tuned.yaml`), every candidate's score beside it (`tuned.csv`, the chosen row marked). Step 1 is
+the strongest honest baseline the same models give, and the pipeline keeps its image
+probabilities: if the cell stage does not help on public, the tuner says so and keeps broadcast.
 
 The truth read here must be a public set's, never the set a result is reported on and never
 training images: that is the whole protocol (README, "Honest science").
@@ -59,6 +61,8 @@ class TuneGrid:
     # with cell models: their share of the final confidence, tried on the best blend of the rest
     cell_model_shares: list[float] = field(default_factory=lambda: [0.0, 0.25, 0.5, 0.75, 1.0])
     cell_model_gates: list[float] = field(default_factory=lambda: [0.0, 0.5, 1.0])
+    # with cell models: the share of their max-pooled probability in the image probability
+    cell_model_max_shares: list[float] = field(default_factory=lambda: [0.0, 0.25, 0.5, 0.75, 1.0])
 
     def __post_init__(self):
         unknown = sorted(set(self.cell_sources) - set(CELL_SOURCES))
@@ -67,30 +71,80 @@ class TuneGrid:
         for name, values in (("floors", self.floors), ("image_models_shares", self.image_models_shares),
                              ("cell_max_shares", self.cell_max_shares),
                              ("cell_model_shares", self.cell_model_shares),
-                             ("cell_model_gates", self.cell_model_gates)):
+                             ("cell_model_gates", self.cell_model_gates),
+                             ("cell_model_max_shares", self.cell_model_max_shares)):
             if not values or not all(0.0 <= v <= 1.0 for v in values):
                 raise ValueError(f"grid.{name} must be a non-empty list of numbers in [0, 1], got {values}")
 
 
-def candidates(grid: TuneGrid, base: BlendConfig, has_regressor: bool, has_image_models: bool) -> list[tuple[str, BlendConfig]]:
-    """Every distinct blend of the grid, named; floor 1 (broadcast) once per image-probability setting."""
-    sources = [s for s in grid.cell_sources if has_regressor or s not in NEEDS_REGRESSOR]
-    shares = grid.image_models_shares if has_image_models else [base.image_models_share]
-    cell_max = grid.cell_max_shares if has_regressor else [0.0]
+@dataclass(frozen=True)
+class Available:
+    """Which kinds of evidence the set's evidence holds: a grid axis over a missing kind is moot."""
+
+    regressor: bool
+    image_models: bool
+    cell_models: bool
+
+    @staticmethod
+    def of(evidence: Sequence[ImageEvidence]) -> "Available":
+        return Available(any(item.regressor is not None for item in evidence),
+                         any(item.keras_probs is not None for item in evidence),
+                         any(item.cell_model is not None for item in evidence))
+
+
+def usable_sources(grid: TuneGrid, have: Available) -> list[str]:
+    sources = [s for s in grid.cell_sources if have.regressor or s not in NEEDS_REGRESSOR]
+    if not sources:
+        raise ValueError(f"grid.cell_sources {grid.cell_sources}: every one needs a regressor, and no model has one")
+    return sources
+
+
+def image_prob_candidates(grid: TuneGrid, base: BlendConfig, have: Available) -> list[tuple[str, BlendConfig]]:
+    """Step 1: every image-probability setting as `broadcast` (floor 1, no cell-model term).
+
+    Chosen by broadcast's own score, this is the strongest honest baseline the same models give;
+    the cell stage is then built on exactly these image probabilities, so pipeline / broadcast
+    measures what the cells add and nothing else.
+    """
+    shares = grid.image_models_shares if have.image_models else [base.image_models_share]
+    cell_max = grid.cell_max_shares if have.regressor else [0.0]
+    model_max = grid.cell_model_max_shares if have.cell_models else [0.0]
+    sigmoid, regressor, standing = CELL_SOURCES[usable_sources(grid, have)[0]]  # moot at floor 1
     out = []
-    for share, max_share, floor in itertools.product(shares, cell_max, grid.floors):
-        for source in (sources[:1] if floor >= 1.0 else sources):
-            sigmoid, regressor, standing = CELL_SOURCES[source]
-            blend = replace(base, mode="gate", floor=floor, sigmoid_weight=sigmoid, regressor_weight=regressor,
-                            standing_weight=standing, image_models_share=share, cell_max_share=max_share,
-                            cell_model_share=0.0)
-            name = "broadcast" if floor >= 1.0 else f"{source}, floor {floor:g}"
-            if has_image_models:
-                name += f", image models {share:g}"
-            if has_regressor:
-                name += f", cell max {max_share:g}"
-            out.append((name, blend))
+    for share, max_share, model_share in itertools.product(shares, cell_max, model_max):
+        blend = replace(base, mode="gate", floor=1.0, sigmoid_weight=sigmoid, regressor_weight=regressor,
+                        standing_weight=standing, image_models_share=share, cell_max_share=max_share,
+                        cell_model_max_share=model_share, cell_model_share=0.0)
+        name = "broadcast"
+        if have.image_models:
+            name += f", image models {share:g}"
+        if have.regressor:
+            name += f", cell max {max_share:g}"
+        if have.cell_models:
+            name += f", cell model max {model_share:g}"
+        out.append((name, blend))
     return out
+
+
+def cell_evidence_candidates(grid: TuneGrid, best: tuple[str, BlendConfig],
+                             have: Available) -> list[tuple[str, BlendConfig]]:
+    """Step 2: the CAM cell evidence (gate floor below 1, which calibrated source) on step 1's image
+    probabilities."""
+    out = []
+    for floor in (f for f in grid.floors if f < 1.0):
+        for source in usable_sources(grid, have):
+            sigmoid, regressor, standing = CELL_SOURCES[source]
+            blend = replace(best[1], floor=floor, sigmoid_weight=sigmoid, regressor_weight=regressor,
+                            standing_weight=standing)
+            out.append((f"{source}, floor {floor:g}; {best[0]}", blend))
+    return out
+
+
+def cell_model_candidates(grid: TuneGrid, best: tuple[str, BlendConfig]) -> list[tuple[str, BlendConfig]]:
+    """Step 3: the cell models' share of the final confidence and its gate, on the best of steps 1-2."""
+    return [(f"{best[0]}, cell model {share:g} gate {gate:g}",
+             replace(best[1], cell_model_share=share, cell_model_gate=gate))
+            for share in grid.cell_model_shares if share > 0 for gate in grid.cell_model_gates]
 
 
 # ----------------------------------------------------------------------------- the models, once
@@ -188,39 +242,63 @@ class SetScorer:
 
 
 def score_candidates(evidence: Sequence[ImageEvidence], scorer: SetScorer,
-                     named: Sequence[tuple[str, BlendConfig]]) -> pd.DataFrame:
+                     named: Sequence[tuple[str, BlendConfig]], step: str) -> pd.DataFrame:
     rows = []
-    for name, blend in tqdm(named, desc="blends", unit="blend"):
+    for name, blend in tqdm(named, desc=step, unit="blend"):
         finals = [combine(item, blend)[1] for item in evidence]
-        rows.append({"candidate": name, "mAP": scorer.score(finals, blend.min_confidence), "floor": blend.floor,
-                     "sigmoid_weight": blend.sigmoid_weight, "regressor_weight": blend.regressor_weight,
-                     "standing_weight": blend.standing_weight, "image_models_share": blend.image_models_share,
-                     "cell_max_share": blend.cell_max_share, "cell_model_share": blend.cell_model_share,
+        rows.append({"candidate": name, "step": step, "mAP": scorer.score(finals, blend.min_confidence),
+                     "floor": blend.floor, "sigmoid_weight": blend.sigmoid_weight,
+                     "regressor_weight": blend.regressor_weight, "standing_weight": blend.standing_weight,
+                     "image_models_share": blend.image_models_share, "cell_max_share": blend.cell_max_share,
+                     "cell_model_max_share": blend.cell_model_max_share, "cell_model_share": blend.cell_model_share,
                      "cell_model_gate": blend.cell_model_gate})
     return pd.DataFrame(rows)
 
 
+STEPS = ("image probabilities", "cell evidence", "cell models")
+WITHOUT_CELL_MODELS = "without cell models: "
+
+
 def choose_blend(cfg: InferenceConfig, evidence: Sequence[ImageEvidence], scorer: SetScorer,
                  grid: TuneGrid = TuneGrid()) -> tuple[BlendConfig, pd.DataFrame]:
-    """The grid's best blend on this (public) set; the first of equals, in grid order.
+    """The best blend on this (public) set, in three steps, each on the best of the one before
+    (the first of equals, in grid order): the image probabilities by broadcast's score, the CAM
+    cell evidence on them, the cell models' share and gate.
 
-    With cell models, their share is chosen second, on the best blend of the CAM pipeline (its
-    share-0 row is that blend itself): one pass over the share grid instead of a product with it.
+    Every row of step 1 is `broadcast`, and each later step keeps the best so far among its
+    candidates, so the tuned pipeline never scores below the strongest broadcast on this set.
+    With cell models, the same steps are also run as if they were absent (steps named
+    "without cell models: ..."): the CAM pipeline alone, tuned as fairly as the whole.
     """
-    has_regressor = any(item.regressor is not None for item in evidence)
-    has_image_models = any(item.keras_probs is not None for item in evidence)
-    named = candidates(grid, cfg.blend, has_regressor, has_image_models)
-    table = score_candidates(evidence, scorer, named)
-    best = named[int(table["mAP"].to_numpy().argmax())]
-    if any(item.cell_model is not None for item in evidence):
-        shares = [(f"{best[0]}, cell model {share:g} gate {gate:g}",
-                   replace(best[1], cell_model_share=share, cell_model_gate=gate))
-                  for share in grid.cell_model_shares if share > 0 for gate in grid.cell_model_gates]
-        more = score_candidates(evidence, scorer, shares)
-        table = pd.concat([table, more], ignore_index=True)
-        named = named + shares
-        best = named[int(table["mAP"].to_numpy().argmax())]
-    return best[1], table
+    have = Available.of(evidence)
+    best, table = choose_steps(cfg.blend, evidence, scorer, grid, have, "")
+    if have.cell_models:
+        _, alone = choose_steps(cfg.blend, evidence, scorer, grid, replace(have, cell_models=False),
+                                WITHOUT_CELL_MODELS)
+        table = pd.concat([table, alone], ignore_index=True)
+    return best, table
+
+
+def choose_steps(base: BlendConfig, evidence: Sequence[ImageEvidence], scorer: SetScorer, grid: TuneGrid,
+                 have: Available, prefix: str) -> tuple[BlendConfig, pd.DataFrame]:
+    tables: list[pd.DataFrame] = []
+    best: Optional[tuple[str, BlendConfig]] = None
+    best_score = -np.inf
+    for step in STEPS:
+        if step == STEPS[0]:
+            named = image_prob_candidates(grid, base, have)
+        elif step == STEPS[1]:
+            named = cell_evidence_candidates(grid, best, have)
+        else:
+            named = cell_model_candidates(grid, best) if have.cell_models else []
+        if not named:
+            continue
+        scored = score_candidates(evidence, scorer, named, prefix + step)
+        tables.append(scored)
+        top = int(scored["mAP"].to_numpy().argmax())
+        if scored["mAP"].iat[top] > best_score:
+            best, best_score = named[top], float(scored["mAP"].iat[top])
+    return best[1], pd.concat(tables, ignore_index=True)
 
 
 def tune(cfg: InferenceConfig, images: Path, sample_path: Path, truth_path: Path,
@@ -254,11 +332,24 @@ def write_set_submission(evidence: Sequence[ImageEvidence], models: Models, blen
     write_submission(submission_frame(results, sample), out)
 
 
-def broadcast_like(table: pd.DataFrame, row: pd.Series) -> float:
-    """The score of `broadcast` with the same image probabilities as the candidate `row`."""
-    same = ((table["floor"] >= 1.0) & np.isclose(table["image_models_share"], row["image_models_share"])
-            & np.isclose(table["cell_max_share"], row["cell_max_share"]) & (table["cell_model_share"] == 0))
-    return float(table.loc[same, "mAP"].iloc[0])
+def strongest_broadcast(table: pd.DataFrame) -> pd.Series:
+    """The best `broadcast` row of the tuned pipeline (step 1): the baseline it is compared with."""
+    rows = table[table["step"] == STEPS[0]]
+    return rows.loc[rows["mAP"].idxmax()]
+
+
+def chosen_row(table: pd.DataFrame) -> pd.Series:
+    """The row of the blend `choose_blend` returned: the first best of the whole pipeline's steps."""
+    rows = table[~table["step"].str.startswith(WITHOUT_CELL_MODELS)]
+    return rows.loc[rows["mAP"].idxmax()]
+
+
+def best_without_cell_models(table: pd.DataFrame) -> pd.Series:
+    """The CAM pipeline alone as the tuner chose it (the whole pipeline's best without cell models)."""
+    rows = table[table["step"].str.startswith(WITHOUT_CELL_MODELS)]
+    if rows.empty:
+        rows = table
+    return rows.loc[rows["mAP"].idxmax()]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -282,23 +373,26 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="shares of the cell models in the final confidence (with cell_models)")
     parser.add_argument("--cell-model-gates", type=float, nargs="+", default=defaults.cell_model_gates,
                         help="exponents of the image probability gating the cell models")
+    parser.add_argument("--cell-model-max-shares", type=float, nargs="+", default=defaults.cell_model_max_shares,
+                        help="shares of the cell models' max-pooled probability in the image probability")
     cfg, args = parse_args(InferenceConfig, argv, parser=parser)
     stem = args.out.with_suffix("")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     setup_logging(f"{stem}.log.txt")
     try:
         grid = TuneGrid(args.floors, args.cell_sources, args.image_models_shares, args.cell_max_shares,
-                        args.cell_model_shares, args.cell_model_gates)
+                        args.cell_model_shares, args.cell_model_gates, args.cell_model_max_shares)
         if args.submission is not None:
             args.submission.parent.mkdir(parents=True, exist_ok=True)
         tuned, table = tune(cfg, args.images, args.sample, args.truth, grid, args.submission)
     except (ValueError, FileNotFoundError, OSError) as exc:
         parser.exit(1, f"tuning: error: {exc}\n")
+    best = chosen_row(table)
+    table["chosen"] = table.index == best.name
     with atomic_path(f"{stem}.csv") as tmp:
         table.sort_values("mAP", ascending=False).to_csv(tmp, index=False, float_format="%.6f")
     save_config(tuned, args.out)
-    best = table.loc[table["mAP"].idxmax()]
-    broadcast = broadcast_like(table, best)
+    broadcast = strongest_broadcast(table)["mAP"]
     log.info("best on %s: %s (mAP %.4f; broadcast %.4f)", args.truth, best["candidate"], best["mAP"], broadcast)
     print(f"tuned on {args.truth}: {best['candidate']} mAP {best['mAP']:.4f} (broadcast {broadcast:.4f}); "
           f"wrote {args.out}")

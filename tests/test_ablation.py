@@ -42,6 +42,7 @@ def test_a_demo_folder_is_reused_only_when_made_with_todays_settings(tmp_path):
     from dataclasses import asdict
 
     from hpacam.ablation import reusable_demo
+    from hpacam.demo import METHOD
 
     folder = tmp_path / "seed4"
     folder.mkdir()
@@ -52,5 +53,8 @@ def test_a_demo_folder_is_reused_only_when_made_with_todays_settings(tmp_path):
     assert reusable_demo(folder, 4) is None
     assert reusable_demo(folder, 5) is None
     (folder / "metrics.json").write_text(json.dumps({"config": current, "mAP": {"pipeline": 0.5}, "public": {}}))
+    assert reusable_demo(folder, 4) is None  # today's settings, but figures of an older method (tuner, blend)
+    (folder / "metrics.json").write_text(json.dumps({"config": current, "method": METHOD, "mAP": {"pipeline": 0.5},
+                                                     "public": {}}))
     assert reusable_demo(folder, 4).metrics["private"] == {"pipeline": 0.5}
     assert reusable_demo(folder, 5) is None  # another seed's demo

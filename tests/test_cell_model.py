@@ -327,23 +327,55 @@ def test_checkpoints_of_the_other_kind_are_refused_by_name(sets, cell_run, infer
         load_models(replace(cfg, cell_models=[replace(cfg.cell_models[0], checkpoint=cfg.cam_models[0].checkpoint)]))
 
 
-def test_tuning_chooses_the_cell_models_share_after_the_cam_blend(sets, inference_config):
+def test_tuning_chooses_image_probabilities_as_broadcast_then_cells_then_the_cell_models(sets, inference_config):
     from hpacam.inference import InferenceConfig, combine, read_sample
     from hpacam.submission import read_submission
-    from hpacam.tuning import SetScorer, TuneGrid, choose_blend, collect_evidence
+    from hpacam.tuning import (STEPS, WITHOUT_CELL_MODELS, SetScorer, TuneGrid, best_without_cell_models,
+                               choose_blend, chosen_row, collect_evidence, strongest_broadcast)
 
     cfg = load_config(InferenceConfig, inference_config)
     folder = sets / "public"
     evidence = collect_evidence(cfg, folder / "images", read_sample(folder / "sample_submission.csv"))
     assert all(e.cell_model is not None and e.cell_model.shape == (e.n_cells, 19) for e in evidence)
     scorer = SetScorer(read_submission(folder / "truth.csv"), evidence)
-    blend, table = choose_blend(cfg, evidence, scorer, TuneGrid(floors=[0.5, 1.0], cell_model_shares=[0.0, 0.5, 1.0]))
-    cam_only = table[table["cell_model_share"] == 0]
-    with_cells = table[table["cell_model_share"] > 0]
-    assert len(with_cells) == 2 * 3  # shares 0.5 and 1 x the three gates, on the best CAM blend
-    assert with_cells["floor"].nunique() == 1 and with_cells["floor"].iloc[0] == cam_only.loc[cam_only["mAP"].idxmax(), "floor"]
-    assert table["mAP"].max() >= cam_only["mAP"].max()
-    assert scorer.score([combine(e, blend)[1] for e in evidence]) == pytest.approx(table["mAP"].max())
+    grid = TuneGrid(floors=[0.5, 1.0], cell_model_shares=[0.0, 0.5, 1.0], cell_model_max_shares=[0.0, 0.5])
+    blend, table = choose_blend(cfg, evidence, scorer, grid)
+    steps = {step: table[table["step"] == step] for step in table["step"].unique()}
+    image_step, cell_step, model_step = (steps[s] for s in STEPS)
+    # step 1: every image-probability setting as broadcast, the cell models' max among them
+    assert (image_step["floor"] == 1.0).all() and (image_step["cell_model_share"] == 0).all()
+    assert set(image_step["cell_model_max_share"]) == {0.0, 0.5}
+    top = image_step.loc[image_step["mAP"].idxmax()]
+    assert strongest_broadcast(table)["mAP"] == top["mAP"]
+    # step 2 keeps step 1's image probabilities; step 3 builds on the best of steps 1-2
+    assert (cell_step["cell_model_max_share"] == top["cell_model_max_share"]).all() and (cell_step["floor"] < 1).all()
+    assert len(model_step) == 2 * 3 and model_step["floor"].nunique() == 1
+    before = pd.concat([image_step, cell_step])
+    assert model_step["floor"].iloc[0] == before.loc[before["mAP"].idxmax(), "floor"]
+    # the chosen blend is the best of the three steps, never below the strongest broadcast
+    whole = pd.concat([image_step, cell_step, model_step])
+    assert scorer.score([combine(e, blend)[1] for e in evidence]) == pytest.approx(whole["mAP"].max())
+    assert chosen_row(table)["mAP"] == whole["mAP"].max() >= top["mAP"]
+    # the CAM pipeline alone, tuned by the same steps with the cell models left out
+    alone = table[table["step"].str.startswith(WITHOUT_CELL_MODELS)]
+    assert len(alone) and (alone["cell_model_max_share"] == 0).all() and (alone["cell_model_share"] == 0).all()
+    assert best_without_cell_models(table)["mAP"] == alone["mAP"].max()
+
+
+def test_the_cell_models_max_enters_the_image_probability_by_its_share():
+    from hpacam.inference import BlendConfig, ImageEvidence, blended_image_probs
+
+    cam = np.full(19, 0.2)
+    cell_model = np.zeros((2, 19))
+    cell_model[0, 3], cell_model[1, 3], cell_model[1, 5] = 0.6, 1.0, 0.4
+    evidence = ImageEvidence(image_id="x", height=4, width=4, masks={1: "a", 2: "b"}, border=np.zeros(2, bool),
+                             cam_probs=cam, keras_probs=None, keras_per_model=None, sigmoid=np.zeros((2, 19)),
+                             regressor=None, standing=np.zeros((2, 19)), cell_model=cell_model)
+    probs = blended_image_probs(evidence, BlendConfig(cell_model_max_share=0.25))
+    expected = np.full(19, 0.75 * 0.2)
+    expected[3], expected[5] = 0.75 * 0.2 + 0.25 * 1.0, 0.75 * 0.2 + 0.25 * 0.4
+    np.testing.assert_allclose(probs, expected)
+    np.testing.assert_allclose(blended_image_probs(evidence, BlendConfig()), cam)
 
 
 def test_every_cell_recipe_is_valid_and_the_gpu_recipe_builds_a_five_channel_model():

@@ -112,7 +112,8 @@ def test_tuning_cli_writes_a_config_that_inference_reads(public, tmp_path):
                  str(folder / "sample_submission.csv"), "--truth", str(folder / "truth.csv"), "--out", str(out)]) == 0
     tuned = load_config(InferenceConfig, out)
     table = pd.read_csv(tmp_path / "tuned.csv")
-    best = table.iloc[0]  # sorted best first
+    assert table["chosen"].sum() == 1 and table["mAP"].is_monotonic_decreasing  # sorted best first
+    best = table[table["chosen"]].iloc[0]
     assert tuned.blend.floor == pytest.approx(best["floor"])
     assert tuned.blend.standing_weight == pytest.approx(best["standing_weight"])
     assert tuned.cam_models[0].checkpoint == load_config(InferenceConfig, config).cam_models[0].checkpoint
