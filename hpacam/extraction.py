@@ -27,7 +27,8 @@ from tqdm import tqdm
 from hpacam.calibration import INTENSITY_COLUMNS
 from hpacam.cam.tta import TTAConfig
 from hpacam.classes import NUM_CLASSES
-from hpacam.config import check_at_least, check_device, check_unit_interval
+from hpacam.config import check_at_least, check_unit_interval
+from hpacam.devices import check_device
 from hpacam.fileio import atomic_path
 from hpacam.images import ReadOptions, id_file, read_image
 from hpacam.intensities import Activation, activate, cell_intensities

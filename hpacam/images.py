@@ -252,11 +252,3 @@ def list_image_ids(folder: str | os.PathLike) -> list[str]:
             if channel in CHANNELS:
                 ids.add(image_id)
     return sorted(ids)
-
-
-def write_channel_png(path: str | os.PathLike, array: np.ndarray) -> None:
-    """Write one channel as a grayscale PNG (uint8 or uint16), failing loudly."""
-    if array.ndim != 2 or array.dtype not in (np.uint8, np.uint16):
-        raise ValueError(f"{path}: expected a 2-D uint8/uint16 array, got {array.dtype} {array.shape}")
-    if not cv2.imwrite(str(path), array):
-        raise OSError(f"{path}: OpenCV could not write the PNG")

@@ -29,7 +29,8 @@ from hpacam.cam.tta import TTAConfig
 from hpacam.calibration import (CalibrationRegressor, SigmoidCalibration, feature_matrix, load_regressor,
                                 sigmoid_calibrate)
 from hpacam.classes import CHANNELS, NUM_CLASSES
-from hpacam.config import check_at_least, check_device, check_unit_interval
+from hpacam.config import check_at_least, check_unit_interval
+from hpacam.devices import check_device, resolve_device
 from hpacam.images import (ImageReadError, ReadOptions, channel_path, check_header, check_image_id, id_file,
                            read_image)
 from hpacam.intensities import Activation, activate, cell_intensities
@@ -167,16 +168,6 @@ class Models:
     device: str
     cell_models: list = field(default_factory=list)  # hpacam.cellmodel.predict.LoadedCellModel
     cell_model_weights: list[float] = field(default_factory=list)
-
-
-def resolve_device(device: str) -> str:
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"device={device} but CUDA is not available on this machine")
-    return device
 
 
 def load_models(cfg: InferenceConfig) -> Models:
