@@ -26,8 +26,8 @@ import pandas as pd
 from tqdm import tqdm
 
 from hpacam.cam.tta import TTAConfig
-from hpacam.calibration import (CalibrationRegressor, SigmoidCalibration, feature_matrix, load_regressor,
-                                sigmoid_calibrate)
+from hpacam.calibration import (CalibrationRegressor, SigmoidCalibration, feature_frame, feature_matrix,
+                                load_regressor, sigmoid_calibrate)
 from hpacam.classes import CHANNELS, NUM_CLASSES
 from hpacam.config import check_at_least, check_unit_interval
 from hpacam.devices import check_device, resolve_device
@@ -261,12 +261,8 @@ def standing_within_image(means: np.ndarray) -> np.ndarray:
 
 
 def regressor_probs(regressor: CalibrationRegressor, result, probs: np.ndarray, border: np.ndarray) -> np.ndarray:
-    n_cells = len(result.cell_ids)
-    table = pd.DataFrame({
-        "intensity_sum": result.sums.ravel(), "intensity_mean": result.means.ravel(),
-        "area": np.repeat(result.area, NUM_CLASSES), "border": np.repeat(border, NUM_CLASSES).astype(float),
-        "image_prob": np.tile(probs, n_cells), "class": np.tile(np.arange(NUM_CLASSES), n_cells)})
-    return regressor.predict(feature_matrix(table, regressor.features)).reshape(n_cells, NUM_CLASSES)
+    table = feature_frame(result, probs, border)
+    return regressor.predict(feature_matrix(table, regressor.features)).reshape(len(result.cell_ids), NUM_CLASSES)
 
 
 def image_evidence(image_id: str, folder: Path, models: Models, segmenter: Segmenter,
