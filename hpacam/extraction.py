@@ -88,7 +88,8 @@ class CellTruth:
     def targets(self, image_id: str, cells: np.ndarray, match_iou: float) -> np.ndarray:
         """(max cell id + 1, 19) targets of the segmented cells; NaN rows for unmatched cells."""
         from hpacam.cam.localisation import cell_label_matrix
-        from hpacam.segmentation.quality import match_labels, read_label_png
+        from hpacam.images import read_label_png
+        from hpacam.segmentation.quality import match_labels
 
         truth_cells = read_label_png(id_file(self.cells_dir, image_id))
         truth_labels = cell_label_matrix(truth_cells, self.labels_by_mask.get(image_id, {}),

@@ -427,7 +427,7 @@ def result_of(evidence: ImageEvidence, models: Models, blend: BlendConfig,
 def precomputed_cells(cfg: InferenceConfig, image_id: str):
     """A segmentation from a given cell label image (e.g. the synthetic truth), with border flags."""
     from hpacam.segmentation.core import finish
-    from hpacam.segmentation.quality import read_label_png
+    from hpacam.images import read_label_png
 
     path = id_file(cfg.cells_dir, image_id)
     if not path.is_file():
