@@ -59,7 +59,8 @@ def measure_size(folder: str, overrides: list[str]) -> dict:
     from hpacam.config import load_config
     from hpacam.images import list_image_ids
     from hpacam.segmentation import SegmentationConfig, make_backend, read_channels, segment
-    from hpacam.segmentation.quality import match_labels, read_label_png, summarise
+    from hpacam.images import read_label_png
+    from hpacam.segmentation.quality import match_labels, summarise
 
     cfg = load_config(SegmentationConfig, None, overrides)
     backend = make_backend(cfg)

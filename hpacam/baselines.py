@@ -26,12 +26,11 @@ import sys
 from pathlib import Path
 from typing import Mapping, Sequence
 
-import cv2
 import numpy as np
 import pandas as pd
 
 from hpacam.classes import NUM_CLASSES
-from hpacam.images import id_file
+from hpacam.images import id_file, read_label_png
 from hpacam.masks import encode_label_image
 from hpacam.submission import (
     CellPrediction,
@@ -41,6 +40,7 @@ from hpacam.submission import (
     read_submission,
     write_submission,
 )
+from hpacam.tables import TableKind, TableRowError, check_unique_ids, line_of, read_table
 
 Size = tuple[int, int]  # (width, height)
 
@@ -126,24 +126,12 @@ def masks_from_truth(truth: pd.DataFrame, name: str = "truth") -> tuple[dict[str
     return masks_by_id, sizes
 
 
-def read_cell_label_image(path: Path) -> np.ndarray:
-    """A 2-D integer label image (0 = background), read without any scaling."""
-    if not path.is_file():
-        raise ValueError(f"{path}: no such cell label image")
-    labels = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if labels is None:
-        raise ValueError(f"{path}: not a readable image")
-    if labels.ndim != 2 or not np.issubdtype(labels.dtype, np.integer):
-        raise ValueError(f"{path}: a cell label image must be one integer channel, got {labels.dtype} {labels.shape}")
-    return labels
-
-
 def masks_from_cell_images(cells_dir: str | os.PathLike, sizes: Mapping[str, Size]) -> dict[str, dict[int, str]]:
     """Encode `cells_dir/{ID}.png` for every ID of `sizes`, checking each image has that size."""
     masks_by_id = {}
     for image_id, (width, height) in sizes.items():
         path = id_file(cells_dir, image_id)
-        labels = read_cell_label_image(path)
+        labels = read_label_png(path)
         if labels.shape != (height, width):
             raise ValueError(f"{path}: cell image is {labels.shape[1]}x{labels.shape[0]} (width x height), "
                              f"but the image is {width}x{height}")
@@ -166,46 +154,36 @@ def parse_label_field(text: str, where: str) -> np.ndarray:
         try:
             label = int(token)
         except ValueError:
-            raise ValueError(f"{where}: label {token!r} is not an integer") from None
+            raise TableRowError(f"{where}: label {token!r} is not an integer") from None
         if not 0 <= label < NUM_CLASSES:
-            raise ValueError(f"{where}: label {label} outside 0..{NUM_CLASSES - 1}")
+            raise TableRowError(f"{where}: label {label} outside 0..{NUM_CLASSES - 1}")
         probabilities[label] = 1.0
     return probabilities
 
 
-def read_csv_checked(path: str | os.PathLike, columns: Sequence[str]) -> pd.DataFrame:
-    """Read a CSV with string IDs; errors name the file (missing, unreadable, columns, duplicates)."""
-    path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"{path}: no such file")
-    try:
-        frame = pd.read_csv(path, dtype={"ID": str, "Label": str}, keep_default_na=False)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise ValueError(f"{path}: not a readable CSV ({exc})") from exc
-    missing = [c for c in columns if c not in frame.columns]
-    if missing:
-        raise ValueError(f"{path}: missing columns {missing}")
-    if frame["ID"].duplicated().any():
-        raise ValueError(f"{path}: duplicate IDs {frame.loc[frame['ID'].duplicated(), 'ID'].tolist()[:5]}")
-    return frame
+LABELS_TABLE = TableKind("label file", ("ID", "Label"), dtype={"ID": str, "Label": str})
+PROBABILITY_TABLE = TableKind("image probability file", ("ID", *(str(label) for label in range(NUM_CLASSES))),
+                              dtype={"ID": str})
 
 
 def image_probs_from_labels_csv(path: str | os.PathLike) -> dict[str, np.ndarray]:
     """Kaggle labels (`ID,Label`, `|`-joined) -> probability 1 for present labels, 0 otherwise."""
-    frame = read_csv_checked(path, ["ID", "Label"])
-    return {image_id: parse_label_field(text, f"{path}: ID {image_id} (line {row + 2})")
+    frame = read_table(path, LABELS_TABLE)
+    check_unique_ids(frame["ID"], path, LABELS_TABLE)
+    return {image_id: parse_label_field(text, f"{path}: ID {image_id} (line {line_of(row)})")
             for row, (image_id, text) in enumerate(zip(frame["ID"], frame["Label"]))}
 
 
 def image_probs_from_probability_csv(path: str | os.PathLike) -> dict[str, np.ndarray]:
     """Image probabilities (`ID` and columns `0`..`18`) -> {ID: array(19)}; values must be finite."""
-    columns = [str(label) for label in range(NUM_CLASSES)]
-    frame = read_csv_checked(path, ["ID", *columns])
+    frame = read_table(path, PROBABILITY_TABLE)
+    check_unique_ids(frame["ID"], path, PROBABILITY_TABLE)
+    columns = list(PROBABILITY_TABLE.columns[1:])
     values = frame[columns].apply(pd.to_numeric, errors="coerce").to_numpy(dtype=np.float64)
     bad = ~np.isfinite(values).all(axis=1)
     if bad.any():
         row = int(np.flatnonzero(bad)[0])
-        raise ValueError(f"{path}: ID {frame['ID'].iat[row]} (line {row + 2}) has a non-numeric probability")
+        raise TableRowError(f"{path}: ID {frame['ID'].iat[row]} (line {line_of(row)}) has a non-numeric probability")
     return dict(zip(frame["ID"], values))
 
 

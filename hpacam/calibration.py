@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
+import pandas as pd
 
 from hpacam.fileio import atomic_path, read_npz
 
@@ -277,6 +278,25 @@ def _check_tree_arrays(trees: TreeEnsemble, n_features: int, path: Path) -> None
 
 
 # ----------------------------------------------------------------------------- tidy intensity tables
+
+def feature_frame(result, image_probs: np.ndarray, border: np.ndarray) -> pd.DataFrame:
+    """The regressor's features of one image and one model, a row per (cell, class), cells in order.
+
+    The one table both sides build: extraction writes it (with image, model and target) as the
+    regressor's training rows, inference feeds it to the regressor. Built once, the regressor
+    cannot see other features at inference than those it learned from.
+
+    `result`: the image's `CellIntensities`; `image_probs`: the model's (19,) probabilities;
+    `border`: (cells,) bool, aligned with `result.cell_ids`. Columns: cell, class and the
+    `FEATURE_COLUMNS` (border as 0/1).
+    """
+    n_cells, n_classes = result.sums.shape
+    return pd.DataFrame({
+        "cell": np.repeat(result.cell_ids, n_classes), "class": np.tile(np.arange(n_classes), n_cells),
+        "intensity_sum": result.sums.ravel(), "intensity_mean": result.means.ravel(),
+        "image_prob": np.tile(image_probs, n_cells), "area": np.repeat(result.area, n_classes),
+        "border": np.repeat(border, n_classes).astype(int)})
+
 
 def feature_matrix(frame, features) -> np.ndarray:
     """The regressor's input columns, in the order of `features`, from a tidy intensity table."""

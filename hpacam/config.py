@@ -34,9 +34,6 @@ class ConfigError(ValueError):
 
 # ----------------------------------------------------------------------------- range checks
 
-DEVICE = re.compile(r"auto|cpu|cuda(:[0-9]+)?")
-
-
 def check_unit_interval(**values: float) -> None:
     """Each value (a share, weight or floor) in [0, 1]; NaN fails too.
 
@@ -53,12 +50,6 @@ def check_at_least(minimum: float, **values: float) -> None:
     for name, value in values.items():
         if not (math.isfinite(value) and value >= minimum):
             raise ValueError(f"{name} must be at least {minimum}, got {value}")
-
-
-def check_device(name: str, device: str) -> None:
-    """auto, cpu, cuda or cuda:N; anything else would fail only when the first model is moved there."""
-    if not DEVICE.fullmatch(device):
-        raise ValueError(f"{name}={device!r} is not a device; use auto, cpu, cuda or cuda:N")
 
 
 # ----------------------------------------------------------------------------- type checking
@@ -79,17 +70,7 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
             raise ConfigError(f"{where}: expected a section (mapping) for {tp.__name__}, got {value!r}")
         return from_dict(tp, value, where)
     if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for option in (a for a in args if a is not type(None)):
-            try:
-                return _coerce(value, option, where)
-            except ConfigError as exc:
-                errors.append(str(exc))
-        if len(errors) == 1:  # Optional[X]: X's own reason says more than "matches none"
-            raise ConfigError(errors[0])
-        raise ConfigError(f"{where}: {value!r} matches none of {_type_name(tp)}")
+        return _coerce_union(value, tp, where)
     if origin is typing.Literal:
         if value not in args:
             raise ConfigError(f"{where}: {value!r} is not one of {list(args)}")
@@ -110,6 +91,33 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         key_tp, val_tp = args if args else (Any, Any)
         return {_coerce(k, key_tp, where): _coerce(v, val_tp, f"{where}.{k}") for k, v in value.items()}
     return _coerce_scalar(value, tp, where)
+
+
+def _coerce_union(value: Any, tp: Any, where: str) -> Any:
+    """The first option of `Union[...]` that takes `value`; `Optional[X]` reports X's own reason."""
+    args = typing.get_args(tp)
+    if value is None and type(None) in args:
+        return None
+    options = [a for a in args if a is not type(None)]
+    if len(options) == 1:  # Optional[X]: X's own reason says more than "matches none"
+        if options[0] is str and isinstance(value, (bool, int, float)):
+            raise ConfigError(f"{where}: expected text or null, got the {_scalar_kind(value)} {value!r}; "
+                              f"quote it to mean the text (key='\"{_yaml_text(value)}\"' on the command line)")
+        return _coerce(value, options[0], where)
+    for option in options:
+        try:
+            return _coerce(value, option, where)
+        except ConfigError:
+            continue
+    raise ConfigError(f"{where}: {value!r} matches none of {_type_name(tp)}")
+
+
+def _scalar_kind(value: Any) -> str:
+    return "boolean" if isinstance(value, bool) else "number"
+
+
+def _yaml_text(value: Any) -> str:
+    return str(value).lower() if isinstance(value, bool) else str(value)
 
 
 def _coerce_scalar(value: Any, tp: Any, where: str) -> Any:
@@ -316,8 +324,12 @@ def _resolve_raw(data: Any, cls: Any) -> Any:
     return out
 
 
-def load_config(cls: type[T], yaml_path: str | Path | None = None, overrides: Sequence[str] = ()) -> T:
-    """Defaults of `cls` < the YAML file < the overrides, checked strictly against the types."""
+def load_config(cls: type[T], yaml_path: str | Path | None = None, overrides: Sequence[str] = (),
+                check: bool = True) -> T:
+    """Defaults of `cls` < the YAML file < the overrides, checked strictly against the types.
+
+    With `check`, the config's own cross-field checks (`check_config_fields`) run on the result.
+    """
     data: dict = {}
     where = "defaults"
     if yaml_path is not None:
@@ -331,7 +343,30 @@ def load_config(cls: type[T], yaml_path: str | Path | None = None, overrides: Se
             from_dict(cls, data, where)
         except ConfigError as exc:
             raise ConfigError(f"command line override {text!r}: {exc}") from None
-    return from_dict(cls, data, where)
+    cfg = from_dict(cls, data, where)
+    if check:
+        check_config_fields(cfg, where if not overrides else f"{where} + command line")
+    return cfg
+
+
+class ConfigCheckError(ConfigError):
+    """Every key is known and typed right, but the values do not go together (or are out of range)."""
+
+
+def check_config_fields(cfg: Any, where: str | None = None) -> None:
+    """Run the config's `check()` method, when its class has one: the checks that span several keys.
+
+    They run on the finished config, not in `__post_init__`: overrides apply one at a time, and a
+    valid result may pass through an invalid mix (`loss.num_pieces=9 data.image_size=480`). Run
+    where the config is read, they fail before a script imports torch or TensorFlow.
+    """
+    check = getattr(cfg, "check", None)
+    if not callable(check):
+        return
+    try:
+        check()
+    except ValueError as exc:
+        raise ConfigCheckError(f"{where}: {exc}" if where else str(exc)) from None
 
 
 def dump_config(cfg: Any) -> str:
@@ -344,18 +379,67 @@ def save_config(cfg: Any, path: str | Path) -> Path:
 
 
 def parse_args(cls: type[T], argv: Sequence[str] | None = None, description: str = "",
-               parser: argparse.ArgumentParser | None = None) -> tuple[T, argparse.Namespace]:
+               parser: argparse.ArgumentParser | None = None, check: bool = True) -> tuple[T, argparse.Namespace]:
     """Command line of every script: `[--config FILE] [named flags] [key.sub=value ...]`.
 
     Returns the resolved config and the parsed named flags (scripts add their own to `parser`).
+    `--help` lists every key of `cls` with its default. A script that reports bad values itself
+    (status 1, before its heavy imports) passes `check=False` and calls `check_config_fields`.
     """
     parser = parser or argparse.ArgumentParser(description=description)
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter  # keep the key list's lines
+    parser.epilog = keys_help(cls)
     parser.add_argument("--config", type=Path, help="YAML file in configs/ (over the defaults)")
     parser.add_argument("overrides", nargs="*", metavar="key.sub=value",
-                        help="overrides applied last, e.g. train.lr=1e-3 model.name=resnest101")
+                        help="overrides applied last; the keys and their defaults are listed below")
     args = parser.parse_args(argv)
     try:
-        cfg = load_config(cls, args.config, args.overrides)
+        cfg = load_config(cls, args.config, args.overrides, check=check)
     except ConfigError as exc:
         parser.exit(2, f"{parser.prog}: error: {exc}\n")
     return cfg, args
+
+
+# ----------------------------------------------------------------------------- the keys, for --help
+
+
+def config_keys(cls: type) -> list[tuple[str, str, str]]:
+    """(key, type, default) of every setting of dataclass `cls`, sections joined with dots.
+
+    The defaults are those of `cls()` (a section's factory may differ from its class's defaults);
+    a list of sections adds its items' keys as `key[i].sub`. Generated, so `--help` cannot name a
+    key that does not exist.
+    """
+    return list(_leaf_keys(cls(), cls, ""))
+
+
+def _leaf_keys(value: Any, tp: Any, key: str):
+    if dataclasses.is_dataclass(value):
+        hints = typing.get_type_hints(type(value))
+        for f in dataclasses.fields(value):
+            if f.init:
+                yield from _leaf_keys(getattr(value, f.name), hints[f.name], f"{key}.{f.name}" if key else f.name)
+        return
+    yield key, _type_text(tp), _default_text(to_dict(value))
+    args = typing.get_args(tp)
+    if typing.get_origin(tp) is list and args and dataclasses.is_dataclass(args[0]):
+        yield from _leaf_keys(args[0](), args[0], f"{key}[i]")
+
+
+def _type_text(tp: Any) -> str:
+    text = _type_name(tp) if not typing.get_args(tp) else str(tp)
+    return re.sub(r"\b(?:\w+\.)+(\w+)", r"\1", text).replace("NoneType", "None")  # Optional[Path], not typing.*
+
+
+def _default_text(value: Any) -> str:
+    text = yaml.safe_dump(value, default_flow_style=True, width=10_000).strip()
+    return text.removesuffix("...").strip()
+
+
+def keys_help(cls: type) -> str:
+    """The `--help` epilog: every key with its type and default, one a line."""
+    rows = config_keys(cls)
+    width = max(len(key) for key, _, _ in rows)
+    lines = [f"  {key:<{width}} = {default}  ({tp})" for key, tp, default in rows]
+    return ("config keys (key = default (type)); set them in --config YAML or as key.sub=value\n"
+            "(key[i].sub: the keys of each item of the list `key`, which is set as a whole):\n" + "\n".join(lines))

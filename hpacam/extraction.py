@@ -24,10 +24,11 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from hpacam.calibration import INTENSITY_COLUMNS
+from hpacam.calibration import INTENSITY_COLUMNS, feature_frame
 from hpacam.cam.tta import TTAConfig
 from hpacam.classes import NUM_CLASSES
-from hpacam.config import check_at_least, check_device, check_unit_interval
+from hpacam.config import check_at_least, check_unit_interval
+from hpacam.devices import check_device
 from hpacam.fileio import atomic_path
 from hpacam.images import ReadOptions, id_file, read_image
 from hpacam.intensities import Activation, activate, cell_intensities
@@ -87,7 +88,8 @@ class CellTruth:
     def targets(self, image_id: str, cells: np.ndarray, match_iou: float) -> np.ndarray:
         """(max cell id + 1, 19) targets of the segmented cells; NaN rows for unmatched cells."""
         from hpacam.cam.localisation import cell_label_matrix
-        from hpacam.segmentation.quality import match_labels, read_label_png
+        from hpacam.images import read_label_png
+        from hpacam.segmentation.quality import match_labels
 
         truth_cells = read_label_png(id_file(self.cells_dir, image_id))
         truth_labels = cell_label_matrix(truth_cells, self.labels_by_mask.get(image_id, {}),
@@ -101,17 +103,9 @@ class CellTruth:
 def image_rows(image_id: str, model_name: str, result, probs: np.ndarray, border: np.ndarray,
                targets: np.ndarray) -> pd.DataFrame:
     """The tidy rows (cells x classes) of one image and one model; cells without a target dropped."""
-    n_cells = len(result.cell_ids)
     keep = ~np.isnan(targets[result.cell_ids, 0])
-    cells = np.repeat(result.cell_ids, NUM_CLASSES)
-    frame = pd.DataFrame({
-        "image": image_id, "cell": cells, "model": model_name,
-        "class": np.tile(np.arange(NUM_CLASSES), n_cells),
-        "intensity_sum": result.sums.ravel(), "intensity_mean": result.means.ravel(),
-        "image_prob": np.tile(probs, n_cells), "area": np.repeat(result.area, NUM_CLASSES),
-        "border": np.repeat(border[result.cell_ids - 1], NUM_CLASSES).astype(int),
-        "target": targets[result.cell_ids].ravel(),
-    })
+    frame = feature_frame(result, probs, border[result.cell_ids - 1]).assign(
+        image=image_id, model=model_name, target=targets[result.cell_ids].ravel())
     return frame[np.repeat(keep, NUM_CLASSES)]
 
 

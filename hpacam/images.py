@@ -21,6 +21,7 @@ import numpy as np
 
 from hpacam.classes import CHANNELS
 from hpacam.config import check_at_least
+from hpacam.fileio import atomic_write_bytes
 
 log = logging.getLogger(__name__)
 
@@ -254,9 +255,35 @@ def list_image_ids(folder: str | os.PathLike) -> list[str]:
     return sorted(ids)
 
 
-def write_channel_png(path: str | os.PathLike, array: np.ndarray) -> None:
-    """Write one channel as a grayscale PNG (uint8 or uint16), failing loudly."""
-    if array.ndim != 2 or array.dtype not in (np.uint8, np.uint16):
-        raise ValueError(f"{path}: expected a 2-D uint8/uint16 array, got {array.dtype} {array.shape}")
-    if not cv2.imwrite(str(path), array):
-        raise OSError(f"{path}: OpenCV could not write the PNG")
+# ----------------------------------------------------------------------------- label images and PNG files
+
+
+def read_label_png(path: str | os.PathLike) -> np.ndarray:
+    """A cell label image (one 8- or 16-bit integer channel, 0 = background) as int32, unscaled.
+
+    The one reader of the label PNGs that segmentation writes and the synthetic set's truth
+    (`cells/{ID}.png`); errors (ValueError) name the file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"{path}: no such cell label image")
+    labels = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if labels is None:
+        raise ValueError(f"{path}: not a readable image")
+    if labels.ndim != 2 or not np.issubdtype(labels.dtype, np.integer):
+        raise ValueError(f"{path}: a cell label image must be one integer channel, got {labels.dtype} {labels.shape}")
+    return labels.astype(np.int32)
+
+
+def encode_png(array: np.ndarray) -> bytes:
+    """PNG bytes with OpenCV's default settings (fast zlib, RLE strategy): on noisy 16-bit images
+    they are ~3x faster than an explicit compression level and compress as well."""
+    ok, buffer = cv2.imencode(".png", array)
+    if not ok:
+        raise OSError(f"PNG encoding failed for an array of shape {array.shape} and type {array.dtype}")
+    return buffer.tobytes()
+
+
+def write_png(path: str | os.PathLike, array: np.ndarray) -> Path:
+    """The one PNG writer: atomically (temp file + rename), so a reader never sees half a file."""
+    return atomic_write_bytes(path, encode_png(array))

@@ -26,10 +26,11 @@ import pandas as pd
 from tqdm import tqdm
 
 from hpacam.cam.tta import TTAConfig
-from hpacam.calibration import (CalibrationRegressor, SigmoidCalibration, feature_matrix, load_regressor,
-                                sigmoid_calibrate)
+from hpacam.calibration import (CalibrationRegressor, SigmoidCalibration, feature_frame, feature_matrix,
+                                load_regressor, sigmoid_calibrate)
 from hpacam.classes import CHANNELS, NUM_CLASSES
-from hpacam.config import check_at_least, check_device, check_unit_interval
+from hpacam.config import check_at_least, check_unit_interval
+from hpacam.devices import check_device, resolve_device
 from hpacam.images import (ImageReadError, ReadOptions, channel_path, check_header, check_image_id, id_file,
                            read_image)
 from hpacam.intensities import Activation, activate, cell_intensities
@@ -173,16 +174,6 @@ class Models:
     cell_model_weights: list[float] = field(default_factory=list)
 
 
-def resolve_device(device: str) -> str:
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"device={device} but CUDA is not available on this machine")
-    return device
-
-
 def load_models(cfg: InferenceConfig) -> Models:
     """Every model once: CAM checkpoints (weights_only), regressors (code-free), Keras (safe mode)."""
     from hpacam.cam.tta import load_cam_models
@@ -274,12 +265,8 @@ def standing_within_image(means: np.ndarray) -> np.ndarray:
 
 
 def regressor_probs(regressor: CalibrationRegressor, result, probs: np.ndarray, border: np.ndarray) -> np.ndarray:
-    n_cells = len(result.cell_ids)
-    table = pd.DataFrame({
-        "intensity_sum": result.sums.ravel(), "intensity_mean": result.means.ravel(),
-        "area": np.repeat(result.area, NUM_CLASSES), "border": np.repeat(border, NUM_CLASSES).astype(float),
-        "image_prob": np.tile(probs, n_cells), "class": np.tile(np.arange(NUM_CLASSES), n_cells)})
-    return regressor.predict(feature_matrix(table, regressor.features)).reshape(n_cells, NUM_CLASSES)
+    table = feature_frame(result, probs, border)
+    return regressor.predict(feature_matrix(table, regressor.features)).reshape(len(result.cell_ids), NUM_CLASSES)
 
 
 def image_evidence(image_id: str, folder: Path, models: Models, segmenter: Segmenter,
@@ -447,7 +434,7 @@ def result_of(evidence: ImageEvidence, models: Models, blend: BlendConfig,
 def precomputed_cells(cfg: InferenceConfig, image_id: str):
     """A segmentation from a given cell label image (e.g. the synthetic truth), with border flags."""
     from hpacam.segmentation.core import finish
-    from hpacam.segmentation.quality import read_label_png
+    from hpacam.images import read_label_png
 
     path = id_file(cfg.cells_dir, image_id)
     if not path.is_file():

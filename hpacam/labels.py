@@ -14,27 +14,30 @@ import numpy as np
 import pandas as pd
 
 from hpacam.classes import NUM_CLASSES
+from hpacam.tables import TableError, TableKind, TableRowError, check_unique_ids, line_of, read_table
 
-
-class LabelFileError(ValueError):
-    """A label CSV is malformed: wrong columns, an unknown or empty label, a duplicate ID."""
+# Every fault of a label file is a TableError (missing file, encoding, columns, rows); the name is
+# the one callers have always caught.
+LabelFileError = TableError
+LABEL_TABLE = TableKind("label file", ("ID", "Label"), dtype=str, plural="(s)",
+                        expected="; expected Kaggle `ID,Label` or public-HPA `,ID,Cellline,Label,Labels_list`")
 
 
 def parse_labels(text: object, where: str) -> tuple[int, ...]:
-    """`'8|5|0'` -> (0, 5, 8); errors say where (file and row)."""
+    """`'8|5|0'` -> (0, 5, 8); errors (TableRowError) say where (file and row)."""
     if not isinstance(text, str) or not text.strip():
-        raise LabelFileError(f"{where}: empty label")
+        raise TableRowError(f"{where}: empty label")
     labels = []
     for token in text.split("|"):
         token = token.strip()
         if not (token.isascii() and token.lstrip("-").isdigit()):  # "²".isdigit() is True, int("²") fails
-            raise LabelFileError(f"{where}: label {token!r} is not an integer class")
+            raise TableRowError(f"{where}: label {token!r} is not an integer class")
         label = int(token)
         if not 0 <= label < NUM_CLASSES:
-            raise LabelFileError(f"{where}: unknown class {label} (classes are 0..{NUM_CLASSES - 1})")
+            raise TableRowError(f"{where}: unknown class {label} (classes are 0..{NUM_CLASSES - 1})")
         labels.append(label)
     if len(set(labels)) != len(labels):
-        raise LabelFileError(f"{where}: label {text!r} repeats a class")
+        raise TableRowError(f"{where}: label {text!r} repeats a class")
     return tuple(sorted(labels))
 
 
@@ -45,25 +48,13 @@ def format_labels(labels) -> str:
 def read_labels(path: str | os.PathLike) -> pd.DataFrame:
     """Read a Kaggle or public-HPA label CSV -> frame with ID, Label, labels (+ Cellline if given)."""
     path = Path(path)
-    if not path.is_file():
-        raise LabelFileError(f"{path}: label file not found")
-    try:
-        raw = pd.read_csv(path, dtype=str, keep_default_na=False)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise LabelFileError(f"{path}: not a readable CSV ({exc})") from None
-    missing = [c for c in ("ID", "Label") if c not in raw.columns]
-    if missing:
-        raise LabelFileError(f"{path}: missing column(s) {missing}; expected Kaggle `ID,Label` "
-                             "or public-HPA `,ID,Cellline,Label,Labels_list`")
+    raw = read_table(path, LABEL_TABLE)
     ids = raw["ID"].str.strip()
     if (ids == "").any():
-        raise LabelFileError(f"{path}: row {int(np.argmax(ids == '')) + 2} has an empty ID")
-    dupes = ids[ids.duplicated()]
-    if len(dupes):
-        raise LabelFileError(f"{path}: duplicate ID(s) {dupes.unique()[:5].tolist()}")
+        raise TableRowError(f"{path}: row {line_of(int(np.argmax(ids == '')))} has an empty ID")
+    check_unique_ids(ids, path, LABEL_TABLE)
     frame = pd.DataFrame({"ID": ids})
-    # Row numbers count the header as line 1, as an editor shows them.
-    frame["labels"] = [parse_labels(text, f"{path}, line {i + 2} (ID {id_})")
+    frame["labels"] = [parse_labels(text, f"{path}, line {line_of(i)} (ID {id_})")
                        for i, (id_, text) in enumerate(zip(ids, raw["Label"]))]
     frame["Label"] = frame["labels"].map(format_labels)
     if "Cellline" in raw.columns:

@@ -8,8 +8,7 @@ import cv2
 import numpy as np
 
 from hpacam.classes import CLASS_NAMES
-from hpacam.fileio import atomic_path
-from hpacam.images import read_image
+from hpacam.images import read_image, write_png
 
 PANEL = 640
 
@@ -61,10 +60,4 @@ def write_picture(path: Path, folder: Path, result, class_index: int = -1) -> Pa
     cv2.putText(right, f"class {label}: {CLASS_NAMES[label]}", (8, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.5,
                 (255, 255, 255), 1, cv2.LINE_AA)
     picture = np.concatenate([left, right], axis=1)[:, :, ::-1]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp:
-        ok, data = cv2.imencode(".png", picture)
-        if not ok:
-            raise OSError(f"{path}: could not encode the picture")
-        tmp.write_bytes(data.tobytes())
-    return path
+    return write_png(path, picture)

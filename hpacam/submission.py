@@ -16,8 +16,11 @@ import pandas as pd
 
 from hpacam.classes import NUM_CLASSES
 from hpacam.fileio import atomic_path
+from hpacam.tables import TableKind, TableRowError, check_unique_ids, line_of, read_table
 
 COLUMNS = ["ID", "ImageWidth", "ImageHeight", "PredictionString"]
+SUBMISSION_TABLE = TableKind("submission file", tuple(COLUMNS), dtype={"ID": str, "PredictionString": str},
+                             expected=f"; expected {COLUMNS}")
 MAX_SIDE = 2 ** 31  # image sides beyond this are corrupt values, not images
 
 
@@ -95,23 +98,15 @@ def write_submission(frame: pd.DataFrame, path: str | os.PathLike) -> Path:
 def read_submission(path: str | os.PathLike) -> pd.DataFrame:
     """Read a submission (or truth, or sample submission) CSV and check its columns and sizes."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such submission file")
-    try:
-        frame = pd.read_csv(path, dtype={"ID": str, "PredictionString": str}, keep_default_na=False)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise ValueError(f"{path}: not a readable CSV ({exc})") from exc
-    missing = [c for c in COLUMNS if c not in frame.columns]
-    if missing:
-        raise ValueError(f"{path}: missing columns {missing}; expected {COLUMNS}")
+    frame = read_table(path, SUBMISSION_TABLE)
     for col in ("ImageWidth", "ImageHeight"):
         values = pd.to_numeric(frame[col], errors="coerce")
         # 2.5 must not become 2, nor 1e30 wrap around to a negative int64
         invalid = values.isna() | (values <= 0) | (values % 1 != 0) | (values >= MAX_SIDE)
         if invalid.any():
             bad = frame.loc[invalid, "ID"].tolist()[:5]
-            raise ValueError(f"{path}: {col} is not a positive integer below {MAX_SIDE} for IDs {bad}")
+            raise TableRowError(f"{path}: {col} is not a positive integer below {MAX_SIDE} for IDs {bad} "
+                                f"(first on line {line_of(int(np.flatnonzero(invalid)[0]))})")
         frame[col] = values.astype(int)
-    if frame["ID"].duplicated().any():
-        raise ValueError(f"{path}: duplicate IDs {frame.loc[frame['ID'].duplicated(), 'ID'].tolist()[:5]}")
+    check_unique_ids(frame["ID"], path, SUBMISSION_TABLE)
     return frame[COLUMNS]

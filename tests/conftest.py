@@ -47,3 +47,37 @@ def keras_images(tmp_path_factory):
     labels = root / "labels.csv"
     labels.write_text("ID,Label\n" + "\n".join(rows) + "\n")
     return images, labels
+
+
+def write_tiny_cam_checkpoint(path, seed: int, image_size: int = 32):
+    """An untrained ResNet-10 CAM checkpoint (seeded weights) in the format inference loads.
+
+    Its outputs mean nothing, but they are real maps of a real model, and two seeds give two
+    models that disagree: enough to test what the stages do with them, in a second.
+    """
+    import torch
+
+    from hpacam.cam.checkpoint import save_checkpoint
+    from hpacam.cam.config import TrainCamConfig
+    from hpacam.cam.models import create_model
+    from hpacam.classes import CLASS_NAMES
+    from hpacam.config import load_config, to_dict
+    from hpacam.images import COLOR_MODES
+
+    torch.manual_seed(seed)
+    model = create_model("resnet10t", in_chans=4, output_stride=8, channels=(8, 16, 32, 64), stem_width=8)
+    cfg = load_config(TrainCamConfig, None, [f"data.image_size={image_size}", "model.output_stride=8",
+                                              "loss.mode=plain"])
+    return save_checkpoint(path, {"arch": model.arch, "classes": list(CLASS_NAMES), "channels": list(COLOR_MODES["rgby"]),
+                                  "config": to_dict(cfg), "model": model.state_dict()})
+
+
+@pytest.fixture(scope="session")
+def tiny_cam_set(tmp_path_factory):
+    """(two tiny CAM checkpoints, a folder of three synthetic 96 px images with labels and cell truth)."""
+    from hpacam.synth import generate_dataset
+
+    root = tmp_path_factory.mktemp("tiny_cam_set")
+    generate_dataset(root / "set", 3, 96, seed=5, progress=False)
+    checkpoints = [write_tiny_cam_checkpoint(root / f"cam{seed}" / "best.pt", seed) for seed in (1, 2)]
+    return checkpoints, root / "set"

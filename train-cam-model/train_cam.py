@@ -12,11 +12,16 @@ from __future__ import annotations
 import sys
 
 from hpacam.cam.config import TrainCamConfig
-from hpacam.config import parse_args
+from hpacam.config import ConfigError, check_config_fields, parse_args
 
 
 def main(argv: list[str] | None = None) -> int:
-    cfg, _ = parse_args(TrainCamConfig, argv, description=__doc__.splitlines()[0])
+    cfg, _ = parse_args(TrainCamConfig, argv, description=__doc__.splitlines()[0], check=False)
+    try:
+        check_config_fields(cfg)  # before torch is imported: a bad value costs no import time
+    except ConfigError as exc:
+        print(f"train_cam: error: {exc}", file=sys.stderr)
+        return 1
     from hpacam.cam.train import main_of_script, train
 
     return main_of_script("train_cam", train, cfg)

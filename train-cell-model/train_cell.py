@@ -20,7 +20,7 @@ from hpacam.config import parse_args
 
 
 def main(argv: list[str] | None = None) -> int:
-    cfg, _ = parse_args(TrainCellConfig, argv, description=__doc__.splitlines()[0])
+    cfg, _ = parse_args(TrainCellConfig, argv, description=__doc__.splitlines()[0], check=False)
     try:
         check_cell_config(cfg)  # before torch is imported: a bad key costs no import time
     except ValueError as exc:

@@ -1,6 +1,9 @@
 """Stage 1: Puzzle-CAM classifiers whose class activation maps find the cells carrying each label.
 
-Everything that imports torch lives in this subpackage, so `import hpacam` stays light.
+Its modules import torch at the top, so only a stage that needs torch imports them: `import
+hpacam` and the config modules (`hpacam.cam.config`) stay light, and scripts check a config
+before paying for the torch import. torch is also imported by `hpacam.cellmodel`,
+`hpacam.segmentation.hpa` and, inside the functions that need it, `hpacam.inference`.
 
     models       create_model(...) -> CamClassifier, backbones, 4-channel stems, parameter groups
     puzzle       tile_features / merge_features and the Puzzle-CAM objective

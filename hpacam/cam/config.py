@@ -118,6 +118,10 @@ class TrainCamConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 
+    def check(self) -> None:
+        """Run by `hpacam.config.load_config` once the config is read, before torch is imported."""
+        check_config(self)
+
 
 def check_config(cfg: TrainCamConfig) -> None:
     """Cross-field checks the types cannot express; ValueError naming the keys."""

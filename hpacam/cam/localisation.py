@@ -22,9 +22,8 @@ import torch
 import torch.nn.functional as F
 from sklearn.metrics import roc_auc_score
 
-from hpacam.baselines import read_cell_label_image
 from hpacam.classes import NUM_CLASSES
-from hpacam.images import read_image
+from hpacam.images import read_image, read_label_png
 from hpacam.masks import encode_label_image
 from hpacam.submission import parse_prediction_string, read_submission
 
@@ -104,7 +103,7 @@ def score_cells(model: torch.nn.Module, dataset_dir: str | Path, image_ids: Sequ
     model.eval()
     out = []
     for image_id in image_ids:
-        cells = read_cell_label_image(dataset_dir / "cells" / f"{image_id}.png").astype(np.int64)
+        cells = read_label_png(dataset_dir / "cells" / f"{image_id}.png").astype(np.int64)
         labels = cell_label_matrix(cells, truth[image_id], f"{dataset_dir / 'truth.csv'}: ID {image_id}")
         image = read_image(dataset_dir / "images", image_id, mode, size=image_size)
         scores = mean_per_cell(class_maps(model, image, cells.shape, device), cells)

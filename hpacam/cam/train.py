@@ -38,6 +38,7 @@ from hpacam.cam.models import CamClassifier, create_model, parameter_groups
 from hpacam.cam.puzzle import PuzzleNet, alpha_at, classification_loss, puzzle_cam_loss
 from hpacam.classes import CLASS_NAMES
 from hpacam.config import to_dict
+from hpacam.devices import resolve_device
 from hpacam.fileio import atomic_path, remove_stale_temp_files
 from hpacam.images import COLOR_MODES
 from hpacam.runs import prepare_run_dir
@@ -71,9 +72,7 @@ class Processes:
 
 def start_processes(device_name: str, backend: str) -> Processes:
     """Join the torchrun process group when launched by torchrun; a single process otherwise."""
-    use_cuda = device_name == "cuda" or (device_name == "auto" and torch.cuda.is_available())
-    if device_name == "cuda" and not torch.cuda.is_available():
-        raise ValueError("train.device=cuda but no CUDA device is available")
+    use_cuda = resolve_device(device_name, "train.device") == "cuda"
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size == 1:
         return Processes(device=torch.device("cuda" if use_cuda else "cpu"))

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 import numpy as np
 
 from hpacam.config import check_at_least
+from hpacam.devices import resolve_device
 from hpacam.images import resize_image
 
 if TYPE_CHECKING:  # torch is imported where it is used, so configs can be read without it
@@ -53,6 +54,7 @@ def load_cam_models(paths: Sequence[str | Path], device: str | torch.device = "c
     """Load checkpoints once (weights_only) and keep each one's training size and colour mode."""
     from hpacam.cam.checkpoint import load_for_inference
 
+    device = resolve_device(device) if isinstance(device, str) else device
     loaded = []
     for path in paths:
         checkpoint, model, name = load_for_inference(path, "cam", device)
@@ -78,6 +80,7 @@ def predict_maps(cam: LoadedCamModel, image: np.ndarray, tta: TTAConfig = TTACon
     """
     import torch
 
+    device = resolve_device(device) if isinstance(device, str) else device  # "auto" as in every stage
     with torch.inference_mode():
         return _predict_maps(cam, image, tta, device)
 

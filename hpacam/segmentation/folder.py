@@ -12,11 +12,9 @@ import os
 from pathlib import Path
 from typing import Sequence
 
-import cv2
 import numpy as np
 
-from hpacam.fileio import atomic_path
-from hpacam.images import ImageReadError, ReadOptions, channel_path, read_channel_file
+from hpacam.images import ImageReadError, ReadOptions, channel_path, read_channel_file, write_png
 from hpacam.segmentation.cache import CacheKey, MaskCache, hash_arrays, hash_files, settings_key
 from hpacam.segmentation.core import (Backend, Channels, Segmentation, SegmentationError, as_channels,
                                       check_channels, describe, finish, make_backend)
@@ -137,10 +135,4 @@ def write_label_png(path: str | os.PathLike, labels: np.ndarray) -> Path:
         raise ValueError(f"{path}: a label image must be 2-D, got {labels.shape}")
     if labels.size and (labels.min() < 0 or labels.max() > np.iinfo(np.uint16).max):
         raise ValueError(f"{path}: labels outside 0..65535 do not fit a 16-bit PNG")
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        ok, encoded = cv2.imencode(".png", labels.astype(np.uint16))
-        if not ok:
-            raise OSError(f"{path}: OpenCV could not encode the PNG")
-        tmp.write_bytes(encoded.tobytes())
-    return path
+    return write_png(path, labels.astype(np.uint16))

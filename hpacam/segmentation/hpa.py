@@ -30,6 +30,7 @@ from typing import Any, Callable, Sequence
 import cv2
 import numpy as np
 
+from hpacam.devices import resolve_device
 from hpacam.images import unit_scale
 from hpacam.segmentation.core import Channels, LabelPair, SegmentationError
 from hpacam.segmentation.settings import HpaSettings, SegmentationConfig
@@ -163,10 +164,11 @@ class HpaBackend:
     def _load_segmentator(self) -> Any:
         cellsegmentator, _ = import_hpacellseg()
         nuclei_path, cell_path = self._weights
+        device = resolve_device(self.config.device, "segmentation.hpa.device")
         return cellsegmentator.CellSegmentator(
-            nuclei_model=load_trusted_model(nuclei_path, self.config.device),
-            cell_model=load_trusted_model(cell_path, self.config.device),
-            scale_factor=self.config.scale_factor, device=self.config.device,
+            nuclei_model=load_trusted_model(nuclei_path, device),
+            cell_model=load_trusted_model(cell_path, device),
+            scale_factor=self.config.scale_factor, device=device,
             padding=self.config.padding, multi_channel_model=self.config.multi_channel_model,
         )
 

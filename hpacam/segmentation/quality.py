@@ -26,9 +26,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterable, Sequence
 
-import cv2
 import numpy as np
 from scipy.optimize import linear_sum_assignment
+
+from hpacam.images import read_label_png
 
 IOU_THRESHOLD = 0.6
 MOSTLY = 0.5  # "lies mostly in": at least this share of a cell's pixels
@@ -135,14 +136,6 @@ def summarise(matches: Iterable[ImageMatch], threshold: float = IOU_THRESHOLD) -
         mean_iou=iou_sum / total["matched"] if total["matched"] else float("nan"),
         threshold=threshold,
     )
-
-
-def read_label_png(path: str | Path) -> np.ndarray:
-    """A 16-bit (or 8-bit) label PNG -> int32 label image."""
-    array = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if array is None or array.ndim != 2:
-        raise ValueError(f"{path}: not a readable single-channel label PNG")
-    return array.astype(np.int32)
 
 
 def compare_folders(truth_dir: Path, pred_dir: Path, threshold: float = IOU_THRESHOLD) -> QualityReport:

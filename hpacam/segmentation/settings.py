@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
+from hpacam.devices import check_device
+
 
 @dataclass
 class ClassicSettings:
@@ -47,10 +49,13 @@ class HpaSettings:
     cell_model: Optional[Path] = None  # e.g. dpn_unet_cell_3ch_v1.pth, never downloaded
     trust_weights: bool = False  # the files are whole pickles: loading them runs their code
     scale_factor: float = 0.25
-    device: str = "cpu"  # "cpu", "cuda" or "cuda:N"
+    device: str = "cpu"  # "auto", "cpu", "cuda" or "cuda:N"
     padding: bool = False
     multi_channel_model: bool = True  # 3-channel cell model (red, yellow, blue) or 2-channel (red, blue)
     batch_size: int = 8  # images of one size sent together
+
+    def __post_init__(self):
+        check_device("segmentation.hpa.device", self.device)
 
 
 @dataclass

@@ -21,7 +21,8 @@ import cv2
 import numpy as np
 
 from hpacam.classes import CHANNELS, CLASS_NAMES, NEGATIVE, NUM_CLASSES
-from hpacam.fileio import atomic_write_bytes, atomic_write_text
+from hpacam.fileio import atomic_write_text
+from hpacam.images import write_png
 from hpacam.masks import encode_label_image
 from hpacam.submission import CellPrediction, format_prediction_string, make_submission_frame, write_submission
 from hpacam.synth.render import SyntheticImage, check_bit_depth, check_size, render_image
@@ -67,15 +68,6 @@ def image_seeds(seed: int, index: int) -> tuple[np.random.SeedSequence, np.rando
     return id_seq, size_seq, render_seq
 
 
-def encode_png(array: np.ndarray) -> bytes:
-    """PNG bytes with OpenCV's default settings (fast zlib, RLE strategy): on noisy 16-bit images
-    they are ~3x faster than an explicit compression level and compress as well."""
-    ok, buffer = cv2.imencode(".png", array)
-    if not ok:
-        raise RuntimeError(f"PNG encoding failed for an array of shape {array.shape} and type {array.dtype}")
-    return buffer.tobytes()
-
-
 def truth_string(image: SyntheticImage) -> str:
     masks = encode_label_image(image.cells)
     return format_prediction_string(
@@ -85,9 +77,9 @@ def truth_string(image: SyntheticImage) -> str:
 
 def write_image_files(out_dir: Path, image_id: str, image: SyntheticImage) -> None:
     for name in CHANNELS:
-        atomic_write_bytes(out_dir / "images" / f"{image_id}_{name}.png", encode_png(image.channels[name]))
-    atomic_write_bytes(out_dir / "cells" / f"{image_id}.png", encode_png(image.cells.astype(np.uint16)))
-    atomic_write_bytes(out_dir / "nuclei" / f"{image_id}.png", encode_png(image.nuclei.astype(np.uint16)))
+        write_png(out_dir / "images" / f"{image_id}_{name}.png", image.channels[name])
+    write_png(out_dir / "cells" / f"{image_id}.png", image.cells.astype(np.uint16))
+    write_png(out_dir / "nuclei" / f"{image_id}.png", image.nuclei.astype(np.uint16))
 
 
 def render_task(task: ImageTask) -> ImageRecord:
