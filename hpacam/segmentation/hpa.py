@@ -77,7 +77,9 @@ def load_trusted_model(path: Path, device: str) -> Any:
     """torch.load of a whole pickled module; call only after `check_settings` passed."""
     import torch
 
-    return torch.load(str(path), map_location=torch.device(device), weights_only=False)
+    from hpacam.torchfile import load_trusted_pickle
+
+    return load_trusted_pickle(path, torch.device(device))
 
 
 def file_digest(path: Path) -> str:
