@@ -142,10 +142,35 @@ def test_a_keras_model_with_a_lambda_layer_is_refused_without_running_it(tmp_pat
     assert marker.exists()
 
 
-def test_a_damaged_keras_file_is_named(tmp_path):
+@pytest.mark.parametrize("damage", ["truncated", "not_a_zip", "empty", "no_config"])
+def test_a_damaged_keras_file_is_named_as_not_a_readable_archive(tmp_path, damage):
+    """A truncated `.keras` file read "File not found" (Keras's words for any zip it cannot open)."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    import zipfile
+
+    import keras
+
     from hpacam.tf.predict import load_image_model
 
     path = tmp_path / "damaged.keras"
-    path.write_bytes(b"PK\x03\x04 not really a zip archive")
-    with pytest.raises(ValueError, match=r"damaged\.keras: not a loadable Keras model"):
+    inputs = keras.Input((8, 8, 3))
+    keras.Model(inputs, keras.layers.Dense(19)(keras.layers.GlobalAveragePooling2D()(inputs))).save(path)
+    data = path.read_bytes()
+    if damage == "no_config":
+        with zipfile.ZipFile(path, "w") as archive:
+            archive.writestr("model.weights.h5", b"")
+    else:
+        path.write_bytes({"truncated": data[: len(data) // 2], "not_a_zip": b"PK\x03\x04 not really a zip archive",
+                          "empty": b""}[damage])
+    with pytest.raises(ValueError) as caught:
         load_image_model(str(path))
+    message = str(caught.value)
+    assert message.startswith(f"{path}: not a readable Keras archive (") and "not found" not in message.lower()
+
+
+def test_every_keras_model_load_is_the_safe_one():
+    """Keras models are loaded in one place, hpacam.tf.predict.load_image_model, with safe_mode=True."""
+    root = Path(__file__).resolve().parents[1] / "hpacam"
+    loads = {str(p.relative_to(root)): p.read_text().count("load_model(") for p in root.rglob("*.py")}
+    assert {name: n for name, n in loads.items() if n} == {"tf/predict.py": 1}
+    assert "load_model(path, safe_mode=True, compile=False)" in (root / "tf" / "predict.py").read_text()
