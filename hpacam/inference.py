@@ -34,7 +34,7 @@ from hpacam.images import (ImageReadError, ReadOptions, channel_path, check_head
                            read_image)
 from hpacam.intensities import Activation, activate, cell_intensities
 from hpacam.masks import encode_label_image
-from hpacam.segmentation import SegmentationConfig, SegmentationError, Segmenter
+from hpacam.segmentation import SegmentationConfig, Segmenter
 from hpacam.submission import COLUMNS, cells_prediction_string, read_submission, write_submission
 
 log = logging.getLogger(__name__)
@@ -218,6 +218,7 @@ class ImageResult:
     cells: Optional[np.ndarray] = None  # kept only for the pictures
     cell_probs: Optional[np.ndarray] = None
     maps: Optional[np.ndarray] = None
+    problem: str = ""  # why the image was skipped ("" when it was scored)
 
 
 def weighted_mean(arrays: Sequence[np.ndarray], weights: Sequence[float]) -> np.ndarray:
@@ -506,6 +507,7 @@ def run_inference(cfg: InferenceConfig, images: Path, sample: pd.DataFrame, shar
                   picture_dir: Optional[Path] = None) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """Score every sample ID of the shard; returns (submission rows, image probabilities, per source)."""
     rows = shard_rows(sample, shard)
+    check_cells_dir(cfg)
     oracle = oracle_labels(cfg, rows["ID"])
     models = load_models(cfg)
     segmenter = Segmenter(cfg.segmentation, read_options=cfg.read)  # limits hold before segmentation decodes
@@ -521,7 +523,23 @@ def run_inference(cfg: InferenceConfig, images: Path, sample: pd.DataFrame, shar
     bar.close()
     log.info("%d images in %.1f s (%.2f images/s)", len(results), time.perf_counter() - start,
              len(results) / max(time.perf_counter() - start, 1e-9))
+    check_some_scored(results)
     return submission_frame(results, rows), probs_frame(results), sources_frame(results)
+
+
+def check_cells_dir(cfg: InferenceConfig) -> None:
+    """A `cells_dir` that is not a folder would fail every image one by one: say so once, first."""
+    if cfg.cells_dir is not None and not cfg.cells_dir.is_dir():
+        raise FileNotFoundError(f"cells_dir={cfg.cells_dir}: not a folder (it should hold {{ID}}.png cell label images)")
+
+
+def check_some_scored(results: Sequence[ImageResult]) -> None:
+    """A run in which every image failed has found a fault of its own (settings, models, the folder), not
+    of the images: it ends with an error rather than an empty submission and status 0."""
+    failed = [r for r in results if r.problem]
+    if results and len(failed) == len(results):
+        raise ValueError(f"every image failed ({len(failed)} of {len(results)}, none scored); "
+                         f"the first, {failed[0].image_id}: {failed[0].problem}")
 
 
 def checked_inputs(models: Models, ids: Sequence[str], folder: Path,
@@ -585,7 +603,10 @@ def score_or_skip(image_id: str, images: Path, models: Models, segmenter: Segmen
                   oracle_probs: Optional[np.ndarray] = None) -> ImageResult:
     """Score one image; under `on_bad_image=skip` a bad image gets an empty prediction and a warning.
 
-    `problem` and `keras_probs` are what `checked_inputs` found for the image.
+    `problem` and `keras_probs` are what `checked_inputs` found for the image. Only the image's own
+    faults (ImageReadError: its files, their sizes, its ID) are a bad image. A SegmentationError is
+    the segmentation backend failing (weights, package, settings, a bug): it would fail every image
+    alike, so it ends the run at the first one, as any model or settings error does.
     """
     try:
         if problem is not None:
@@ -595,11 +616,11 @@ def score_or_skip(image_id: str, images: Path, models: Models, segmenter: Segmen
         if (result.width, result.height) != size:
             raise ImageReadError(f"{images / image_id}_*: image is {result.width}x{result.height} but the sample "
                                  f"submission says {size[0]}x{size[1]}")
-    except (ImageReadError, SegmentationError) as exc:  # only the image's own faults: others end the run
+    except ImageReadError as exc:  # only the image's own faults: others end the run
         if cfg.on_bad_image == "fail":
             raise
         log.warning("skipping %s: %s", image_id, exc)
-        return ImageResult(image_id, size[0], size[1], "", np.full(NUM_CLASSES, np.nan, np.float32))
+        return ImageResult(image_id, size[0], size[1], "", np.full(NUM_CLASSES, np.nan, np.float32), problem=str(exc))
     if keep and picture_dir is not None:
         from hpacam.pictures import write_picture
 

@@ -163,14 +163,23 @@ class HpaBackend:
                 "multi_channel_model": self.config.multi_channel_model}
 
     def _load_segmentator(self) -> Any:
-        cellsegmentator, _ = import_hpacellseg()
         nuclei_path, cell_path = self._weights
+        nuclei_model, cell_model = self._load_model(nuclei_path, "nuclei"), self._load_model(cell_path, "cell")
+        cellsegmentator, _ = import_hpacellseg()
         return cellsegmentator.CellSegmentator(
-            nuclei_model=load_trusted_model(nuclei_path, self.config.device),
-            cell_model=load_trusted_model(cell_path, self.config.device),
+            nuclei_model=nuclei_model, cell_model=cell_model,
             scale_factor=self.config.scale_factor, device=self.config.device,
             padding=self.config.padding, multi_channel_model=self.config.multi_channel_model,
         )
+
+    def _load_model(self, path: Path, role: str) -> Any:
+        """One trusted weight file; a damaged or foreign one is a SegmentationError naming it (the run's fault)."""
+        try:
+            return load_trusted_model(path, self.config.device)
+        except Exception as exc:  # torch raises several types for a damaged or foreign file
+            detail = " ".join(str(exc).split()).split(". ")[0][:200]  # torch's first sentence is the reason
+            raise SegmentationError(f"{path}: cannot load the hpa backend's {role} model "
+                                    f"({type(exc).__name__}: {detail})") from None
 
     def segmentator(self) -> Any:
         if self._segmentator is None:
