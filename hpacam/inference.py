@@ -467,27 +467,42 @@ def final_confidences(cells: np.ndarray, image_probs: np.ndarray, border: np.nda
 # ----------------------------------------------------------------------------- streaming over a test set
 
 
-def keras_chunk_probs(models: Models, ids: list[str], folder: Path, cfg: InferenceConfig) -> dict[str, np.ndarray]:
-    """{ID: (image models, 19)} Keras probabilities of a chunk; on a bad image, one image at a time."""
-    if not models.image_models:
-        return {}
-    from hpacam.tf.predict import IMAGE_ERRORS, predict_with_model
+def keras_chunk_probs(models: Models, ids: list[str], folder: Path,
+                      cfg: InferenceConfig) -> tuple[dict[str, np.ndarray], dict[str, ImageReadError]]:
+    """({ID: (image models, 19)} Keras probabilities of a chunk, {ID: why it could not be read}).
 
-    def predict(batch_ids: list[str]) -> np.ndarray:
-        per_model = [predict_with_model(m.model, batch_ids, str(folder), m.color_mode, cfg.keras_batch_size)
-                     for m in models.image_models]
-        return np.stack(per_model, axis=1)  # (images, models, 19)
+    The images are read by `read_image`, the CAM models' reader, at each model's size: the same
+    formats (TIFF too, which tf.data cannot decode), the same limits and RGB policy, the same
+    pixels. Only reading can fail per image; a model error ends the run.
+    """
+    if not models.image_models or not ids:
+        return {}, {}
+    from hpacam.tf.predict import predict_images
 
-    try:
-        return dict(zip(ids, predict(ids)))
-    except IMAGE_ERRORS:  # tf.data reports a bad file for the whole batch: find which one(s)
-        out = {}
+    inputs, problems = read_for_image_models(models, ids, folder, cfg)
+    good = [image_id for image_id in ids if image_id not in problems]
+    if not good:
+        return {}, problems
+    per_model = [predict_images(m.model, np.stack([inputs[(m.color_mode, m.model.input_shape[1])][i] for i in good]),
+                                cfg.keras_batch_size, m.path) for m in models.image_models]
+    return dict(zip(good, np.stack(per_model, axis=1))), problems  # (images, models, 19)
+
+
+def read_for_image_models(models: Models, ids: list[str], folder: Path,
+                          cfg: InferenceConfig) -> tuple[dict, dict[str, ImageReadError]]:
+    """({(colour mode, size): {ID: image}}, {ID: problem}): each image once per mode and size the models need."""
+    inputs: dict = {}
+    problems: dict[str, ImageReadError] = {}
+    for mode, size in dict.fromkeys((m.color_mode, m.model.input_shape[1]) for m in models.image_models):
+        inputs[(mode, size)] = {}
         for image_id in ids:
+            if image_id in problems:
+                continue
             try:
-                out[image_id] = predict([image_id])[0]
-            except IMAGE_ERRORS as exc:  # only a file's fault; a model or config error ends the run
-                log.warning("%s: image-level models could not read it (%s)", image_id, str(exc).splitlines()[0])
-        return out
+                inputs[(mode, size)][image_id] = read_image(folder, image_id, mode, size, options=cfg.read)
+            except ImageReadError as exc:
+                problems[image_id] = exc
+    return inputs, problems
 
 
 def chunks(items: Sequence[str], size: int) -> Iterator[list[str]]:
@@ -547,16 +562,13 @@ def checked_inputs(models: Models, ids: Sequence[str], folder: Path,
     """(ID, its problem or None, its image-level models' (models, 19) output or None), chunk by chunk.
 
     Headers are checked once per chunk, before any reader decodes, and only the chunk's Keras
-    batch is held at once. An image the image-level models could not read is a problem too.
+    batch is held at once. An image read for the image-level models that fails is a problem too.
     """
     for chunk in chunks(ids, cfg.chunk_size):
         problems = {image_id: header_problem(folder, image_id, cfg.read) for image_id in chunk}
-        keras = keras_chunk_probs(models, [i for i in chunk if problems[i] is None], folder, cfg)
+        keras, unreadable = keras_chunk_probs(models, [i for i in chunk if problems[i] is None], folder, cfg)
         for image_id in chunk:
-            problem = problems[image_id]
-            if problem is None and models.image_models and image_id not in keras:
-                problem = ImageReadError(f"{folder / image_id}_*: unreadable by the image-level models")
-            yield image_id, problem, keras.get(image_id)
+            yield image_id, problems[image_id] or unreadable.get(image_id), keras.get(image_id)
 
 
 def oracle_labels(cfg: InferenceConfig, ids: Sequence[str]) -> dict[str, np.ndarray]:

@@ -499,3 +499,34 @@ def test_intensity_extraction_stops_on_a_segmentation_fault_with_one_line_naming
     assert f"extract_intensities: error: " in err and expected in err, err
     assert "Traceback" not in err and len([line for line in err.splitlines() if "error" in line]) == 1
     assert not (tmp_path / "out" / "intensities.csv").exists()
+
+
+def test_with_a_keras_model_tiff_images_are_scored_as_the_torch_path_reads_them(setup, tmp_path):
+    """The image-level models read images with the CAM models' reader: TIFF too, the same pixels."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from hpacam.images import read_image
+
+    config, source, sizes = setup
+    images = tmp_path / "images"
+    images.mkdir()
+    for image_id in (GOOD, WIDE):
+        copy_image(source, image_id, images, image_id)
+        for channel in CHANNELS:  # the same pixels as TIFF files (a format tf.data cannot decode)
+            png = images / f"{image_id}_{channel}.png"
+            assert cv2.imwrite(str(png.with_suffix(".tif")), cv2.imread(str(png), cv2.IMREAD_UNCHANGED))
+            png.unlink()
+    model = small_keras_model(tmp_path / "image_level.keras", 3, NUM_CLASSES)
+    with_keras = tmp_path / "inference.yaml"
+    with_keras.write_text(config.read_text() + f"image_models:\n  - model: {model}\n    color_mode: rgb\n")
+    sample = write_sample(tmp_path / "sample.csv", sizes, [GOOD, WIDE])
+    assert run_cli(with_keras, images, sample, tmp_path / "submission.csv") == 0
+
+    assert scored_ids(tmp_path / "submission.csv") == {GOOD, WIDE}
+    assert "skipping" not in (tmp_path / "submission.log.txt").read_text()
+    sources = pd.read_csv(tmp_path / "submission.image_sources.csv")
+    keras_rows = sources[sources["source"].str.startswith("image_model:")].set_index("ID")
+    import keras
+
+    expected = keras.models.load_model(model).predict(
+        np.stack([read_image(images, i, "rgb", 32) for i in (GOOD, WIDE)]), verbose=0)
+    np.testing.assert_allclose(keras_rows.loc[[GOOD, WIDE], [str(c) for c in range(NUM_CLASSES)]], expected, atol=1e-5)

@@ -23,7 +23,6 @@ import tensorflow as tf
 from hpacam.classes import NUM_CLASSES
 from hpacam.config import load_config
 from hpacam.fileio import atomic_write_text
-from hpacam.images import ImageReadError
 from hpacam.tf import storage
 from hpacam.tf.config import ImgTrainConfig
 from hpacam.tf.data import channel_paths, image_dataset
@@ -91,8 +90,12 @@ def check_image_model(model: keras.Model, path: str) -> None:
                          f"(batch, {NUM_CLASSES}) class probabilities")
 
 
-IMAGE_ERRORS = (ImageReadError, tf.errors.InvalidArgumentError, tf.errors.NotFoundError, tf.errors.DataLossError)
-"""What reading a bad image file raises in `predict_with_model`; anything else is a fault of the run."""
+def predict_images(model: keras.Model, images: np.ndarray, batch_size: int, path: str = "model") -> np.ndarray:
+    """(N, 19) float32 probabilities of images already read and sized for the model (inference's path)."""
+    probs = np.asarray(model.predict(images, batch_size=batch_size, verbose=0), dtype=np.float32)
+    if probs.shape != (len(images), NUM_CLASSES):
+        raise ValueError(f"{path}: returned {probs.shape} for {len(images)} images; expected (N, {NUM_CLASSES})")
+    return probs
 
 
 def keras_load_failure(exc: Exception) -> str:
