@@ -302,6 +302,7 @@ def test_a_keras_model_of_the_wrong_shape_is_fatal_and_named_not_an_unreadable_i
     ("blend.floor=nan", "blend: floor must be in [0, 1], got nan"),
     ("keras_batch_size=0", "keras_batch_size must be at least 1, got 0"),
     ("chunk_size=-1", "chunk_size must be at least 1, got -1"),
+    ("chunk_size=0", "chunk_size must be at least 1, got 0"),
     ("tta.scales=[]", "tta: scales must be a non-empty list"),
     ("device=foo", "device='foo' is not a device"),
     ("read.max_pixels=0", "read: max_pixels must be at least 1"),
