@@ -35,7 +35,7 @@ from hpacam.images import (ImageReadError, ReadOptions, channel_path, check_head
                            read_image)
 from hpacam.intensities import Activation, activate, cell_intensities
 from hpacam.masks import encode_label_image
-from hpacam.segmentation import SegmentationConfig, SegmentationError, Segmenter
+from hpacam.segmentation import SegmentationConfig, Segmenter
 from hpacam.submission import COLUMNS, cells_prediction_string, read_submission, write_submission
 
 log = logging.getLogger(__name__)
@@ -213,6 +213,7 @@ class ImageResult:
     cells: Optional[np.ndarray] = None  # kept only for the pictures
     cell_probs: Optional[np.ndarray] = None
     maps: Optional[np.ndarray] = None
+    problem: str = ""  # why the image was skipped ("" when it was scored)
 
 
 def weighted_mean(arrays: Sequence[np.ndarray], weights: Sequence[float]) -> np.ndarray:
@@ -460,27 +461,42 @@ def final_confidences(cells: np.ndarray, image_probs: np.ndarray, border: np.nda
 # ----------------------------------------------------------------------------- streaming over a test set
 
 
-def keras_chunk_probs(models: Models, ids: list[str], folder: Path, cfg: InferenceConfig) -> dict[str, np.ndarray]:
-    """{ID: (image models, 19)} Keras probabilities of a chunk; on a bad image, one image at a time."""
-    if not models.image_models:
-        return {}
-    from hpacam.tf.predict import IMAGE_ERRORS, predict_with_model
+def keras_chunk_probs(models: Models, ids: list[str], folder: Path,
+                      cfg: InferenceConfig) -> tuple[dict[str, np.ndarray], dict[str, ImageReadError]]:
+    """({ID: (image models, 19)} Keras probabilities of a chunk, {ID: why it could not be read}).
 
-    def predict(batch_ids: list[str]) -> np.ndarray:
-        per_model = [predict_with_model(m.model, batch_ids, str(folder), m.color_mode, cfg.keras_batch_size)
-                     for m in models.image_models]
-        return np.stack(per_model, axis=1)  # (images, models, 19)
+    The images are read by `read_image`, the CAM models' reader, at each model's size: the same
+    formats (TIFF too, which tf.data cannot decode), the same limits and RGB policy, the same
+    pixels. Only reading can fail per image; a model error ends the run.
+    """
+    if not models.image_models or not ids:
+        return {}, {}
+    from hpacam.tf.predict import predict_images
 
-    try:
-        return dict(zip(ids, predict(ids)))
-    except IMAGE_ERRORS:  # tf.data reports a bad file for the whole batch: find which one(s)
-        out = {}
+    inputs, problems = read_for_image_models(models, ids, folder, cfg)
+    good = [image_id for image_id in ids if image_id not in problems]
+    if not good:
+        return {}, problems
+    per_model = [predict_images(m.model, np.stack([inputs[(m.color_mode, m.model.input_shape[1])][i] for i in good]),
+                                cfg.keras_batch_size, m.path) for m in models.image_models]
+    return dict(zip(good, np.stack(per_model, axis=1))), problems  # (images, models, 19)
+
+
+def read_for_image_models(models: Models, ids: list[str], folder: Path,
+                          cfg: InferenceConfig) -> tuple[dict, dict[str, ImageReadError]]:
+    """({(colour mode, size): {ID: image}}, {ID: problem}): each image once per mode and size the models need."""
+    inputs: dict = {}
+    problems: dict[str, ImageReadError] = {}
+    for mode, size in dict.fromkeys((m.color_mode, m.model.input_shape[1]) for m in models.image_models):
+        inputs[(mode, size)] = {}
         for image_id in ids:
+            if image_id in problems:
+                continue
             try:
-                out[image_id] = predict([image_id])[0]
-            except IMAGE_ERRORS as exc:  # only a file's fault; a model or config error ends the run
-                log.warning("%s: image-level models could not read it (%s)", image_id, str(exc).splitlines()[0])
-        return out
+                inputs[(mode, size)][image_id] = read_image(folder, image_id, mode, size, options=cfg.read)
+            except ImageReadError as exc:
+                problems[image_id] = exc
+    return inputs, problems
 
 
 def chunks(items: Sequence[str], size: int) -> Iterator[list[str]]:
@@ -500,6 +516,7 @@ def run_inference(cfg: InferenceConfig, images: Path, sample: pd.DataFrame, shar
                   picture_dir: Optional[Path] = None) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """Score every sample ID of the shard; returns (submission rows, image probabilities, per source)."""
     rows = shard_rows(sample, shard)
+    check_cells_dir(cfg)
     oracle = oracle_labels(cfg, rows["ID"])
     models = load_models(cfg)
     segmenter = Segmenter(cfg.segmentation, read_options=cfg.read)  # limits hold before segmentation decodes
@@ -515,7 +532,23 @@ def run_inference(cfg: InferenceConfig, images: Path, sample: pd.DataFrame, shar
     bar.close()
     log.info("%d images in %.1f s (%.2f images/s)", len(results), time.perf_counter() - start,
              len(results) / max(time.perf_counter() - start, 1e-9))
+    check_some_scored(results)
     return submission_frame(results, rows), probs_frame(results), sources_frame(results)
+
+
+def check_cells_dir(cfg: InferenceConfig) -> None:
+    """A `cells_dir` that is not a folder would fail every image one by one: say so once, first."""
+    if cfg.cells_dir is not None and not cfg.cells_dir.is_dir():
+        raise FileNotFoundError(f"cells_dir={cfg.cells_dir}: not a folder (it should hold {{ID}}.png cell label images)")
+
+
+def check_some_scored(results: Sequence[ImageResult]) -> None:
+    """A run in which every image failed has found a fault of its own (settings, models, the folder), not
+    of the images: it ends with an error rather than an empty submission and status 0."""
+    failed = [r for r in results if r.problem]
+    if results and len(failed) == len(results):
+        raise ValueError(f"every image failed ({len(failed)} of {len(results)}, none scored); "
+                         f"the first, {failed[0].image_id}: {failed[0].problem}")
 
 
 def checked_inputs(models: Models, ids: Sequence[str], folder: Path,
@@ -523,16 +556,13 @@ def checked_inputs(models: Models, ids: Sequence[str], folder: Path,
     """(ID, its problem or None, its image-level models' (models, 19) output or None), chunk by chunk.
 
     Headers are checked once per chunk, before any reader decodes, and only the chunk's Keras
-    batch is held at once. An image the image-level models could not read is a problem too.
+    batch is held at once. An image read for the image-level models that fails is a problem too.
     """
     for chunk in chunks(ids, cfg.chunk_size):
         problems = {image_id: header_problem(folder, image_id, cfg.read) for image_id in chunk}
-        keras = keras_chunk_probs(models, [i for i in chunk if problems[i] is None], folder, cfg)
+        keras, unreadable = keras_chunk_probs(models, [i for i in chunk if problems[i] is None], folder, cfg)
         for image_id in chunk:
-            problem = problems[image_id]
-            if problem is None and models.image_models and image_id not in keras:
-                problem = ImageReadError(f"{folder / image_id}_*: unreadable by the image-level models")
-            yield image_id, problem, keras.get(image_id)
+            yield image_id, problems[image_id] or unreadable.get(image_id), keras.get(image_id)
 
 
 def oracle_labels(cfg: InferenceConfig, ids: Sequence[str]) -> dict[str, np.ndarray]:
@@ -579,7 +609,10 @@ def score_or_skip(image_id: str, images: Path, models: Models, segmenter: Segmen
                   oracle_probs: Optional[np.ndarray] = None) -> ImageResult:
     """Score one image; under `on_bad_image=skip` a bad image gets an empty prediction and a warning.
 
-    `problem` and `keras_probs` are what `checked_inputs` found for the image.
+    `problem` and `keras_probs` are what `checked_inputs` found for the image. Only the image's own
+    faults (ImageReadError: its files, their sizes, its ID) are a bad image. A SegmentationError is
+    the segmentation backend failing (weights, package, settings, a bug): it would fail every image
+    alike, so it ends the run at the first one, as any model or settings error does.
     """
     try:
         if problem is not None:
@@ -589,11 +622,11 @@ def score_or_skip(image_id: str, images: Path, models: Models, segmenter: Segmen
         if (result.width, result.height) != size:
             raise ImageReadError(f"{images / image_id}_*: image is {result.width}x{result.height} but the sample "
                                  f"submission says {size[0]}x{size[1]}")
-    except (ImageReadError, SegmentationError) as exc:  # only the image's own faults: others end the run
+    except ImageReadError as exc:  # only the image's own faults: others end the run
         if cfg.on_bad_image == "fail":
             raise
         log.warning("skipping %s: %s", image_id, exc)
-        return ImageResult(image_id, size[0], size[1], "", np.full(NUM_CLASSES, np.nan, np.float32))
+        return ImageResult(image_id, size[0], size[1], "", np.full(NUM_CLASSES, np.nan, np.float32), problem=str(exc))
     if keep and picture_dir is not None:
         from hpacam.pictures import write_picture
 

@@ -140,3 +140,21 @@ def test_list_image_ids(tmp_path):
     write_image(tmp_path, "id_2", [np.zeros((2, 2), np.uint8)] * 4)
     (tmp_path / "notes.txt").write_text("x")
     assert list_image_ids(tmp_path) == ["id-1", "id_2"]
+
+
+@pytest.mark.parametrize("kind, message", [("folder", "is a folder, not an image file"),
+                                           ("loop", "is a symlink that loops or points nowhere, not an image file"),
+                                           ("dangling", "is a symlink that loops or points nowhere, not an image file")])
+def test_a_channel_that_is_a_folder_or_a_broken_symlink_is_named_as_such_not_as_missing(tmp_path, kind, message):
+    write_image(tmp_path, "a", [np.zeros((4, 4), np.uint8)] * 4)
+    path = tmp_path / "a_blue.png"
+    path.unlink()
+    if kind == "folder":
+        path.mkdir()
+    elif kind == "loop":
+        path.symlink_to(path)
+    else:
+        path.symlink_to(tmp_path / "nowhere.png")
+    with pytest.raises(ImageReadError) as caught:
+        read_image(tmp_path, "a", "rgby")
+    assert str(caught.value) == f"{path}: {message}" and "missing" not in str(caught.value)

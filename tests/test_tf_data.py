@@ -191,3 +191,55 @@ def test_records_made_for_other_folds_are_refused(tmp_path):
         record_datasets(cfg, 2)
     with pytest.raises(RecordsError, match="manifest.json: not found"):
         record_datasets(data_config(images, labels_csv, **{"data.tfrecords": str(tmp_path)}), 2)
+
+
+# ----------------------------------------------------------------------------- bad input (issue 15, item 10)
+
+
+def damage_png(path, how):
+    """`truncated`: the second half cut off; `corrupt`: a complete PNG whose image data is garbage."""
+    data = bytearray(path.read_bytes())
+    if how == "truncated":
+        path.write_bytes(bytes(data[: len(data) // 2]))
+    else:
+        start = data.index(b"IDAT") + 4
+        data[start:start + 40] = bytes(range(7, 47))
+        path.write_bytes(bytes(data))
+
+
+def run_make_tfrecords(*argv):
+    """make_tfrecords.py's main(argv) -> (exit status, manifest or None)."""
+    script = runpy.run_path(str(REPO / "train-image-level-model/make_tfrecords.py"))
+    try:
+        return 0, script["main"](list(argv))
+    except SystemExit as exc:
+        return int(exc.code), None
+
+
+@pytest.mark.parametrize("how", ["truncated", "corrupt"])
+def test_make_tfrecords_on_a_damaged_png_names_the_file_and_leaves_no_records(tmp_path, capsys, how):
+    images, labels_csv = labelled_set(tmp_path)
+    out = tmp_path / "records"
+    args = ["--out", str(out), f"data.images={images}", f"data.labels={labels_csv}", "data.image_size=32",
+            "data.n_folds=3", "records.images_per_shard=1"]
+    assert run_make_tfrecords(*args)[0] == 0  # a finished conversion first: its manifest must not survive
+    damage_png(images / "id07_green.png", how)
+    status, _ = run_make_tfrecords(*args)
+    assert status == 1
+    err = capsys.readouterr().err
+    problem = "truncated PNG file" if how == "truncated" else "TensorFlow cannot decode it"
+    assert f"make_tfrecords: error: {images / 'id07_green.png'}: {problem}" in err, err
+    assert not list(out.iterdir())  # no manifest, no shards, no config: nothing that reads as a conversion
+
+
+def test_make_tfrecords_on_an_unknown_class_names_the_row_and_writes_nothing(tmp_path, capsys):
+    images, labels_csv = labelled_set(tmp_path)
+    lines = labels_csv.read_text().splitlines()
+    lines[2] = "id01,3|19"
+    labels_csv.write_text("\n".join(lines) + "\n")
+    status, _ = run_make_tfrecords("--out", str(tmp_path / "records"), f"data.images={images}",
+                                   f"data.labels={labels_csv}", "data.n_folds=3")
+    assert status == 1
+    assert f"make_tfrecords: error: {labels_csv}, line 3 (ID id01): unknown class 19 (classes are 0..18)" in \
+        capsys.readouterr().err
+    assert not (tmp_path / "records").exists()

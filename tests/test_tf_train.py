@@ -196,3 +196,30 @@ def test_validation_auc_leaves_out_classes_without_both_kinds_of_example():
     defined = [c for c in range(19) if 0 < targets[:, c].sum() < len(targets)]
     expected = np.mean([roc_auc_score(targets[:, c], scores[:, c]) for c in defined])
     assert result["auc"] == pytest.approx(expected, abs=2e-3)  # 200 thresholds
+
+
+@pytest.mark.parametrize("fault", ["truncated_png", "class_19"])
+def test_bad_input_stops_training_with_one_line_naming_the_file_and_no_model(tmp_path, keras_images, capsys, fault,
+                                                                          restore_root_logging):
+    import shutil
+
+    source, source_labels = keras_images
+    images, labels = tmp_path / "images", tmp_path / "labels.csv"
+    shutil.copytree(source, images)
+    lines = source_labels.read_text().splitlines()
+    if fault == "truncated_png":
+        data = (images / "s05_green.png").read_bytes()
+        (images / "s05_green.png").write_bytes(data[: len(data) // 2])
+    else:
+        lines[4] = "s03,19"
+    labels.write_text("\n".join(lines) + "\n")
+    run_dir = tmp_path / "run"
+    with pytest.raises(SystemExit) as exit_info:
+        runpy.run_path(str(TRAIN_SCRIPT))["main"](tiny_args(run_dir, images, labels, "data.fold=-1"))
+    assert exit_info.value.code == 1
+    expected = {"truncated_png": f"{images / 's05_green.png'}: truncated PNG file",
+                "class_19": f"{labels}, line 5 (ID s03): unknown class 19 (classes are 0..18)"}[fault]
+    err = capsys.readouterr().err
+    assert f"train_img: error: {expected}" in err and "Traceback" not in err
+    assert f"train_img: error: {expected}" in (run_dir / "log.txt").read_text()
+    assert not (run_dir / "best.keras").exists()

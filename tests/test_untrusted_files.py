@@ -39,16 +39,76 @@ def evil_checkpoint(tmp_path) -> tuple[Path, Path]:
 
 def test_a_checkpoint_whose_pickle_runs_code_is_refused_naming_the_file(evil_checkpoint):
     path, marker = evil_checkpoint
-    refused = rf"{path.name}: refused: the checkpoint holds pickled Python objects \(it needs .*exec\)"
+    refused = rf"{path.name}: refused as unsafe: the checkpoint holds objects other than tensors and plain data \(.*exec"
     for load in (read_checkpoint, load_cam_model, lambda p: load_cam_models([p])):  # inspection, training, inference
         with pytest.raises(CheckpointError, match=refused):
             load(path)
-    with pytest.raises(PretrainedWeightsError, match=rf"{path.name}: refused"):  # model.pretrained_path
+    with pytest.raises(PretrainedWeightsError, match=rf"{path.name}: refused as unsafe"):  # model.pretrained_path
         create_model("resnet10t", pretrained_path=path, in_chans=4)
     assert not marker.exists()
 
     torch.load(path, weights_only=False)  # the file really is an exploit
     assert marker.exists()
+
+
+class RunsShell:
+    """Unpickling this object runs a shell command (`os.system`) that creates `marker`."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+def write_payload(path: Path, payload, kind: str) -> None:
+    """The same code payload in each container torch.load reads: zip at protocol 2 or 4, legacy, bare pickle."""
+    import pickle
+
+    entry = {"format": "hpacam.cam", "version": 1, "model": payload}
+    if kind == "zip":
+        torch.save(entry, path)
+    elif kind == "zip_protocol_4":
+        torch.save(entry, path, pickle_protocol=4)
+    elif kind == "legacy":
+        torch.save(entry, path, _use_new_zipfile_serialization=False)
+    else:
+        with open(path, "wb") as fh:
+            pickle.dump(entry, fh, protocol=0 if kind == "pickle_protocol_0" else 4)
+
+
+@pytest.mark.parametrize("kind", ["zip", "zip_protocol_4", "legacy", "pickle_protocol_0", "pickle_protocol_4"])
+def test_every_code_payload_is_refused_as_unsafe_and_unpickling_it_unsafely_is_never_suggested(tmp_path, kind):
+    marker, path = tmp_path / "pwned", tmp_path / "evil.pt"
+    write_payload(path, RunsShell(marker), kind)
+    for load in (read_checkpoint, lambda p: create_model("resnet10t", pretrained_path=p, in_chans=4)):
+        with pytest.raises((CheckpointError, PretrainedWeightsError)) as caught:
+            load(path)
+        message = str(caught.value)
+        assert message.startswith(f"{path}: refused as unsafe: the ") and "system" in message, message
+        assert "objects other than tensors and plain data" in message
+        assert "weights_only" not in message and "unreadable" not in message and "\n" not in message
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbage"])
+def test_a_damaged_checkpoint_is_unreadable_not_unsafe_and_no_unsafe_load_is_suggested(tmp_path, damage):
+    path = tmp_path / "damaged.pt"
+    torch.save({"format": "hpacam.cam", "version": 1, "model": {"w": torch.zeros(64)}}, path)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2] if damage == "truncated" else b"not a checkpoint at all")
+    with pytest.raises(CheckpointError) as caught:
+        read_checkpoint(path)
+    message = str(caught.value)
+    assert message.startswith(f"{path}: unreadable checkpoint (") and "unsafe" not in message
+    assert "weights_only" not in message and "\n" not in message
+
+
+def test_every_torch_load_goes_through_the_one_loader():
+    """hpacam.torchfile is the only module that calls torch.load (the safe loader and HPA's trusted one)."""
+    root = Path(__file__).resolve().parents[1] / "hpacam"
+    callers = sorted(str(p.relative_to(root)) for p in root.rglob("*.py") if "torch.load(" in p.read_text())
+    assert callers == ["torchfile.py"]
 
 
 def test_the_resume_path_refuses_it_too(evil_checkpoint, tmp_path):
@@ -82,10 +142,35 @@ def test_a_keras_model_with_a_lambda_layer_is_refused_without_running_it(tmp_pat
     assert marker.exists()
 
 
-def test_a_damaged_keras_file_is_named(tmp_path):
+@pytest.mark.parametrize("damage", ["truncated", "not_a_zip", "empty", "no_config"])
+def test_a_damaged_keras_file_is_named_as_not_a_readable_archive(tmp_path, damage):
+    """A truncated `.keras` file read "File not found" (Keras's words for any zip it cannot open)."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    import zipfile
+
+    import keras
+
     from hpacam.tf.predict import load_image_model
 
     path = tmp_path / "damaged.keras"
-    path.write_bytes(b"PK\x03\x04 not really a zip archive")
-    with pytest.raises(ValueError, match=r"damaged\.keras: not a loadable Keras model"):
+    inputs = keras.Input((8, 8, 3))
+    keras.Model(inputs, keras.layers.Dense(19)(keras.layers.GlobalAveragePooling2D()(inputs))).save(path)
+    data = path.read_bytes()
+    if damage == "no_config":
+        with zipfile.ZipFile(path, "w") as archive:
+            archive.writestr("model.weights.h5", b"")
+    else:
+        path.write_bytes({"truncated": data[: len(data) // 2], "not_a_zip": b"PK\x03\x04 not really a zip archive",
+                          "empty": b""}[damage])
+    with pytest.raises(ValueError) as caught:
         load_image_model(str(path))
+    message = str(caught.value)
+    assert message.startswith(f"{path}: not a readable Keras archive (") and "not found" not in message.lower()
+
+
+def test_every_keras_model_load_is_the_safe_one():
+    """Keras models are loaded in one place, hpacam.tf.predict.load_image_model, with safe_mode=True."""
+    root = Path(__file__).resolve().parents[1] / "hpacam"
+    loads = {str(p.relative_to(root)): p.read_text().count("load_model(") for p in root.rglob("*.py")}
+    assert {name: n for name, n in loads.items() if n} == {"tf/predict.py": 1}
+    assert "load_model(path, safe_mode=True, compile=False)" in (root / "tf" / "predict.py").read_text()

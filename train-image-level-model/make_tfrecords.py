@@ -16,16 +16,27 @@ from hpacam.tf.config import ImgTrainConfig
 
 
 def main(argv=None):
+    """The manifest; bad input (a label, an image file, the output) ends with one line and status 1."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True, help="output folder (local or gs://)")
     cfg, args = parse_args(ImgTrainConfig, argv, parser=parser)
     setup_logging()
+    import tensorflow as tf
+
     from hpacam.tf.tfrecords import make_tfrecords  # imports TensorFlow
 
-    manifest = make_tfrecords(cfg, args.out)
+    try:
+        manifest = make_tfrecords(cfg, args.out)
+    except (ValueError, OSError, tf.errors.OpError) as exc:  # a failed conversion removed its files
+        parser.exit(1, f"make_tfrecords: error: {one_line(exc)}\n")
     logging.getLogger(__name__).info("wrote %d images in %d shards to %s",
                                      sum(s["count"] for s in manifest["shards"]), len(manifest["shards"]), args.out)
     return manifest
+
+
+def one_line(exc: Exception) -> str:
+    """The error's message on one line (TensorFlow's messages carry graph-node lines)."""
+    return " ".join(str(exc).split())
 
 
 if __name__ == "__main__":

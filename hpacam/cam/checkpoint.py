@@ -1,7 +1,8 @@
 """Self-describing checkpoints: everything needed to rebuild the model, or to resume exactly.
 
 A checkpoint is a dict of tensors and plain Python values only (no pickled classes, no numpy
-arrays), so it loads with `torch.load(..., weights_only=True)`, which cannot run code from the file:
+arrays), so it loads with `hpacam.torchfile.load_tensors` (`weights_only=True`), which cannot run code
+from the file:
 
     format, version        "hpacam.cam", 1
     arch                   create_model arguments: name, in_chans, output_stride, num_classes, mean, std, kwargs
@@ -16,7 +17,6 @@ arrays), so it loads with `torch.load(..., weights_only=True)`, which cannot run
 from __future__ import annotations
 
 import random
-import re
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,7 @@ import torch
 
 from hpacam.cam.models import CamClassifier, create_model
 from hpacam.fileio import atomic_path
+from hpacam.torchfile import load_tensors
 
 FORMAT = "hpacam.cam"
 VERSION = 1
@@ -73,31 +74,12 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint not found")
-    try:
-        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as exc:  # torch raises several types for truncated or foreign files
-        raise CheckpointError(f"{path}: {load_failure(exc, 'checkpoint')}") from None
+    checkpoint = load_tensors(path, "checkpoint", CheckpointError, map_location)
     if not isinstance(checkpoint, dict) or checkpoint.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not an hpacam CAM checkpoint (no format={FORMAT!r} entry)")
     if checkpoint.get("version") != VERSION:
         raise CheckpointError(f"{path}: checkpoint version {checkpoint.get('version')}; this code reads {VERSION}")
     return checkpoint
-
-
-def load_failure(exc: Exception, what: str) -> str:
-    """Why `torch.load(weights_only=True)` failed, in one line.
-
-    A file that needs code to unpickle (a class, a function such as `exec`) is named as refused,
-    not as corrupt, and without torch's advice to allow-list the global or to load it unsafely.
-    """
-    text = str(exc)
-    unsafe = re.search(r"Unsupported global: GLOBAL (\S+)", text)
-    if unsafe:
-        return (f"refused: the {what} holds pickled Python objects (it needs {unsafe.group(1)}), and unpickling "
-                "them could run code from the file; only tensors and plain values are loaded (weights_only=True)")
-    reason = re.search(r"WeightsUnpickler error: \s*(\S[^\n]*)", text)
-    detail = reason.group(1) if reason else (text.splitlines()[0] if text else "")
-    return f"unreadable {what} ({type(exc).__name__}: {detail})"
 
 
 def model_from_checkpoint(checkpoint: dict[str, Any], where: str | Path = "checkpoint") -> CamClassifier:

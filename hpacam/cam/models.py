@@ -331,23 +331,28 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     path = Path(path)
     if not path.is_file():
         raise PretrainedWeightsError(f"{path}: pretrained weights file not found")
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
+    if path.suffix == ".safetensors":
+        state = read_safetensors(path)
+    else:
+        from hpacam.torchfile import load_tensors
 
-            state = load_file(str(path))
-        else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch and safetensors raise several types for a bad file
-        from hpacam.cam.checkpoint import load_failure
-
-        raise PretrainedWeightsError(f"{path}: {load_failure(exc, 'weights file')}") from None
+        state = load_tensors(path, "weights file", PretrainedWeightsError)
     for key in ("state_dict", "model"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise PretrainedWeightsError(f"{path}: not a state dict (a mapping of names to tensors)")
     return {k.removeprefix("module."): v for k, v in state.items()}
+
+
+def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    """A `.safetensors` file (a code-free format by design); PretrainedWeightsError naming it if bad."""
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path))
+    except Exception as exc:  # safetensors raises several types for a bad file
+        raise PretrainedWeightsError(f"{path}: unreadable weights file ({type(exc).__name__}: {exc})") from None
 
 
 def load_backbone_weights(backbone: nn.Module, path: str | Path) -> None:

@@ -40,12 +40,16 @@ def _resolve_cache(cache: MaskCache | None | _FromConfig, cfg: SegmentationConfi
 
 def read_channels(folder: str | os.PathLike, image_id: str, names: Sequence[str],
                   options: ReadOptions = ReadOptions()) -> dict[str, np.ndarray]:
-    """The named channel files of one image as raw uint8/uint16 arrays (ImageReadError names the file)."""
+    """The named channel files of one image as raw uint8/uint16 arrays (ImageReadError names the file).
+
+    Channels of different sizes are the files' fault, so an ImageReadError too (a bad image, which
+    a caller may skip), never a SegmentationError (a backend that cannot run, which ends a run).
+    """
     channels = {name: read_channel_file(channel_path(folder, image_id, name), options) for name in names}
-    try:
-        check_channels(channels, names)
-    except SegmentationError as exc:
-        raise SegmentationError(f"{Path(folder) / image_id}_*: {exc}") from None
+    shapes = {name: np.shape(array) for name, array in channels.items()}
+    if len(set(shapes.values())) > 1:
+        detail = ", ".join(f"{name} {h}x{w}" for name, (h, w) in shapes.items())
+        raise ImageReadError(f"{Path(folder) / image_id}_*: channels of different sizes ({detail})")
     return channels
 
 
@@ -115,11 +119,29 @@ class Segmenter:
         todo = [i for i, r in enumerate(results) if r is None]
         if todo:
             images = [read_channels(folder, image_ids[i], self.backend.channels, self.read_options) for i in todo]
-            for i, (cells, nuclei) in zip(todo, self.backend.label_many(images)):
-                results[i] = finish(cells, nuclei, self.cfg, self.backend.name)
+            labelled = self.run_backend(images, [Path(folder) / f"{image_ids[i]}_*" for i in todo])
+            for i, segmentation in zip(todo, labelled):
+                results[i] = segmentation
                 if keys[i] is not None:
                     self.remember(keys[i], results[i], image_ids[i])
         return results  # type: ignore[return-value]
+
+    def run_backend(self, images: Sequence[Channels], where: Sequence[Path]) -> list[Segmentation]:
+        """The backend's segmentations of images already read; any failure of it is a SegmentationError.
+
+        The images were read and checked, so what fails here is the backend (its models, its
+        settings, a bug): a fault of the run, not of one image. A foreign exception (torch, OpenCV)
+        becomes a SegmentationError naming the backend and the image, one line for the user.
+        """
+        try:
+            return [finish(cells, nuclei, self.cfg, self.backend.name) for cells, nuclei in self.backend.label_many(images)]
+        except (SegmentationError, MemoryError):
+            raise
+        except Exception as exc:
+            shown = ", ".join(map(str, where[:3])) + (f" and {len(where) - 3} more" if len(where) > 3 else "")
+            detail = " ".join(str(exc).split())[:300]
+            raise SegmentationError(f"segmentation backend {self.backend.name!r} failed on {shown} "
+                                    f"({type(exc).__name__}: {detail})") from exc
 
 
 def segment_image(folder: str | os.PathLike, image_id: str, cfg: SegmentationConfig = SegmentationConfig(),

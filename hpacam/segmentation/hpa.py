@@ -78,7 +78,9 @@ def load_trusted_model(path: Path, device: str) -> Any:
     """torch.load of a whole pickled module; call only after `check_settings` passed."""
     import torch
 
-    return torch.load(str(path), map_location=torch.device(device), weights_only=False)
+    from hpacam.torchfile import load_trusted_pickle
+
+    return load_trusted_pickle(path, torch.device(device))
 
 
 def file_digest(path: Path) -> str:
@@ -162,15 +164,25 @@ class HpaBackend:
                 "multi_channel_model": self.config.multi_channel_model}
 
     def _load_segmentator(self) -> Any:
-        cellsegmentator, _ = import_hpacellseg()
         nuclei_path, cell_path = self._weights
         device = resolve_device(self.config.device, "segmentation.hpa.device")
+        nuclei_model = self._load_model(nuclei_path, "nuclei", device)
+        cell_model = self._load_model(cell_path, "cell", device)
+        cellsegmentator, _ = import_hpacellseg()
         return cellsegmentator.CellSegmentator(
-            nuclei_model=load_trusted_model(nuclei_path, device),
-            cell_model=load_trusted_model(cell_path, device),
+            nuclei_model=nuclei_model, cell_model=cell_model,
             scale_factor=self.config.scale_factor, device=device,
             padding=self.config.padding, multi_channel_model=self.config.multi_channel_model,
         )
+
+    def _load_model(self, path: Path, role: str, device: str) -> Any:
+        """One trusted weight file; a damaged or foreign one is a SegmentationError naming it (the run's fault)."""
+        try:
+            return load_trusted_model(path, device)
+        except Exception as exc:  # torch raises several types for a damaged or foreign file
+            detail = " ".join(str(exc).split()).split(". ")[0][:200]  # torch's first sentence is the reason
+            raise SegmentationError(f"{path}: cannot load the hpa backend's {role} model "
+                                    f"({type(exc).__name__}: {detail})") from None
 
     def segmentator(self) -> Any:
         if self._segmentator is None:

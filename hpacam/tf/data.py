@@ -14,6 +14,7 @@ what the torch models see:
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -32,6 +33,7 @@ AUTOTUNE = tf.data.AUTOTUNE
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 JPEG_SIGNATURE = b"\xff\xd8"
 PNG_BIT_DEPTH_OFFSET = 24  # 8 signature bytes, IHDR length and type, width, height
+PNG_END = b"\x00\x00\x00\x00IEND\xaeB`\x82"  # the IEND chunk that every complete PNG ends with
 TF_EXTENSIONS = (".png", ".jpg", ".jpeg")  # what TensorFlow can decode; TIFFs need converting
 TF_COLOR_MODES = ("rgb", "ggg")
 
@@ -118,7 +120,10 @@ def decode_channel(contents: tf.Tensor, path: tf.Tensor) -> tuple[tf.Tensor, tf.
     is_jpeg = tf.equal(tf.strings.substr(contents, 0, len(JPEG_SIGNATURE)), JPEG_SIGNATURE)
     check = tf.debugging.Assert(is_png | is_jpeg,
                                 ["not a PNG or JPEG file (empty, truncated or another format):", path])
-    with tf.control_dependencies([check]):
+    tail = tf.strings.substr(contents, tf.maximum(tf.strings.length(contents) - len(PNG_END), 0), len(PNG_END))
+    complete = tf.debugging.Assert(tf.logical_not(is_png) | tf.equal(tail, PNG_END),
+                                   ["truncated PNG file (it does not end with its IEND chunk):", path])
+    with tf.control_dependencies([check, complete]):
         is_16_bit = is_png & tf.equal(_png_bit_depth(contents), 16)
         image = tf.cond(
             is_16_bit,
@@ -183,6 +188,28 @@ def decoded_dataset(paths: np.ndarray, channel_index: Sequence[int], size: int |
     if targets is None:
         return ds.map(lambda p: load_image(p, channel_index, size), num_parallel_calls=AUTOTUNE)
     return ds.map(lambda p, t: (load_image(p, channel_index, size), t), num_parallel_calls=AUTOTUNE)
+
+
+def named_decode_error(exc: tf.errors.OpError, candidates: Sequence[str]) -> ImageReadError:
+    """A tf.data decoding failure as one line naming the file.
+
+    Our own checks (signature, a complete PNG) put the path in the message; a decoder's error
+    (corrupt data inside a complete file) does not, so the candidate files are decoded one by one,
+    eagerly, until one fails: a cost paid only on this error path.
+    """
+    text = str(exc)
+    asserted = re.search(r"assertion failed: \[([^\]]*?):?\] \[([^\]]+)\]", text)
+    if asserted:
+        return ImageReadError(f"{asserted.group(2)}: {asserted.group(1)}")
+    reason = re.sub(r"\s+", " ", text.split("transformation with iterator: ")[-1].split("\n")[0])
+    reason = re.sub(r"^(Iterator::\S+: )+", "", reason).strip()
+    for path in candidates:
+        try:
+            decode_channel(tf.io.read_file(path), tf.constant(path))
+        except tf.errors.OpError as file_exc:
+            detail = str(file_exc).split("}}")[-1].split("[Op:")[0].strip() or reason
+            return ImageReadError(f"{path}: TensorFlow cannot decode it ({detail})")
+    return ImageReadError(f"an image file could not be decoded ({reason}); no single file fails on its own")
 
 
 def load_images(folder: str, image_ids: Sequence[str], mode: str, size: int | None = None) -> np.ndarray:
@@ -253,6 +280,14 @@ def split_folds(table: LabeledImages, fold: int) -> tuple[LabeledImages, Labeled
     if fold < 0:
         return table, None
     return table.subset(table.folds != fold), table.subset(table.folds == fold)
+
+
+def folder_files(cfg: ImgTrainConfig) -> list[str]:
+    """Every channel file the folder pipeline of `cfg` reads (the candidates of `named_decode_error`)."""
+    if cfg.data.tfrecords or not cfg.data.images:
+        return []
+    table = read_labeled_images(cfg.data.labels, cfg.data.n_folds, cfg.data.fold_seed)
+    return channel_paths(cfg.data.images, table.ids, cfg.data.color_mode).ravel().tolist()
 
 
 def folder_datasets(cfg: ImgTrainConfig, global_batch: int,

@@ -23,7 +23,6 @@ import tensorflow as tf
 from hpacam.classes import NUM_CLASSES
 from hpacam.config import load_config
 from hpacam.fileio import atomic_write_text
-from hpacam.images import ImageReadError
 from hpacam.tf import storage
 from hpacam.tf.config import ImgTrainConfig
 from hpacam.tf.data import channel_paths, image_dataset
@@ -40,12 +39,41 @@ def load_image_model(path: str) -> keras.Model:
         raise ValueError(f"{path}: expected a native Keras model file ending in .keras")
     if not storage.exists(path):
         raise FileNotFoundError(f"{path}: model file not found")
+    if not storage.is_remote(path):
+        check_keras_archive(path)
     try:
         model = keras.models.load_model(path, safe_mode=True, compile=False)
     except Exception as exc:  # Keras raises ValueError, TypeError, zip and HDF5 errors for bad files
         raise ValueError(f"{path}: {keras_load_failure(exc)}") from None
     check_image_model(model, path)
     return model
+
+
+KERAS_MEMBERS = ("config.json", "model.weights.h5")  # what every native .keras archive holds
+
+
+def check_keras_archive(path: str) -> None:
+    """A `.keras` file is a zip of its config and weights: refuse a damaged one before Keras reads it.
+
+    Keras reports any zip it cannot open as "File not found", which sends a user looking for a
+    file that is there; the archive's structure and checksums are checked here instead.
+    """
+    import zipfile
+
+    problem = ""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            missing = [name for name in KERAS_MEMBERS if name not in archive.namelist()]
+            bad = archive.testzip()  # reads every member: a damaged one fails its CRC
+        if missing:
+            problem = f"no {', '.join(missing)} in it"
+        elif bad is not None:
+            problem = f"member {bad} fails its checksum"
+    except (zipfile.BadZipFile, EOFError, OSError, ValueError) as exc:
+        problem = f"truncated or not a zip archive: {exc}"
+    if problem:
+        raise ValueError(f"{path}: not a readable Keras archive ({problem}); save the model again "
+                         "with model.save('....keras')")
 
 
 def check_image_model(model: keras.Model, path: str) -> None:
@@ -62,8 +90,12 @@ def check_image_model(model: keras.Model, path: str) -> None:
                          f"(batch, {NUM_CLASSES}) class probabilities")
 
 
-IMAGE_ERRORS = (ImageReadError, tf.errors.InvalidArgumentError, tf.errors.NotFoundError, tf.errors.DataLossError)
-"""What reading a bad image file raises in `predict_with_model`; anything else is a fault of the run."""
+def predict_images(model: keras.Model, images: np.ndarray, batch_size: int, path: str = "model") -> np.ndarray:
+    """(N, 19) float32 probabilities of images already read and sized for the model (inference's path)."""
+    probs = np.asarray(model.predict(images, batch_size=batch_size, verbose=0), dtype=np.float32)
+    if probs.shape != (len(images), NUM_CLASSES):
+        raise ValueError(f"{path}: returned {probs.shape} for {len(images)} images; expected (N, {NUM_CLASSES})")
+    return probs
 
 
 def keras_load_failure(exc: Exception) -> str:
@@ -72,6 +104,8 @@ def keras_load_failure(exc: Exception) -> str:
     if "safe_mode" in text or "unsafe_deserialization" in text:
         return ("refused: the model file holds Python code (e.g. a Lambda layer), which safe mode does not run; "
                 f"rebuild the model without it ({text.split('. ')[0]})")
+    if "File not found" in text:  # Keras's words for a zip it cannot open, though the file exists
+        return "not a readable Keras archive (Keras could not open it as a .keras zip file)"
     return f"not a loadable Keras model ({type(exc).__name__}: {text.splitlines()[0] if text else ''})"
 
 

@@ -8,7 +8,8 @@ record back gives the folder pipeline's image to 1/65535 (or 1/255).
 Layout of an output folder:
 - `fold{k}-{nnn}.tfrec`: the images of fold k, in label-table order, `images_per_shard` a file;
 - `manifest.json`: colour mode, stored size and bits, folds (count and seed) and the shard list.
-  It is written last, so a folder without it is an unfinished conversion;
+  It is written last, so a folder without it is an unfinished conversion. A new conversion first
+  removes the folder's previous manifest and shards, and a failed one removes what it wrote;
 - `config.yaml`: the resolved config of the conversion.
 Each example holds `id` (bytes), `image` (PNG of the mode's distinct channels: red, green, blue
 for rgb; green alone for ggg), `target` (19 int64, multi-hot) and `fold` (int64).
@@ -29,7 +30,7 @@ from hpacam.config import dump_config
 from hpacam.tf import storage
 from hpacam.tf.config import ImgTrainConfig
 from hpacam.tf.data import (AUTOTUNE, LabeledImages, channel_paths, decoded_dataset, finish_pipeline,
-                            mode_channels, read_labeled_images, resize_like_cv2)
+                            mode_channels, named_decode_error, read_labeled_images, resize_like_cv2)
 
 log = logging.getLogger(__name__)
 
@@ -85,16 +86,24 @@ def _write_shard(path: str, examples: list[bytes]) -> None:
                 writer.write(example)
 
 
-def write_fold(cfg: ImgTrainConfig, out: str, part: LabeledImages, fold: int) -> list[dict]:
-    """Write one fold's shards; returns their manifest entries."""
-    shards, batch, per_shard = [], [], cfg.records.images_per_shard
-    for row, png in enumerate(_encoded_images(cfg, part)):
-        batch.append(serialize_example(part.ids[row], png.numpy(), part.targets[row], fold))
-        if len(batch) == per_shard or row == len(part.ids) - 1:
-            name = f"fold{fold}-{len(shards):03d}.tfrec"
-            _write_shard(storage.join(out, name), batch)
-            shards.append({"file": name, "fold": fold, "count": len(batch)})
-            batch = []
+def write_fold(cfg: ImgTrainConfig, out: str, part: LabeledImages, fold: int, written: list[str]) -> list[dict]:
+    """Write one fold's shards (their paths appended to `written` as they land); returns their manifest entries.
+
+    A file that cannot be decoded is an ImageReadError naming it (tf.data's own error names none).
+    """
+    shards, batch, per_shard, row = [], [], cfg.records.images_per_shard, 0
+    try:
+        for row, png in enumerate(_encoded_images(cfg, part)):
+            batch.append(serialize_example(part.ids[row], png.numpy(), part.targets[row], fold))
+            if len(batch) == per_shard or row == len(part.ids) - 1:
+                name = f"fold{fold}-{len(shards):03d}.tfrec"
+                written.append(storage.join(out, name))
+                _write_shard(written[-1], batch)
+                shards.append({"file": name, "fold": fold, "count": len(batch)})
+                batch = []
+    except tf.errors.OpError as exc:
+        remaining = channel_paths(cfg.data.images, part.ids[len(shards) * per_shard:], cfg.data.color_mode)
+        raise named_decode_error(exc, remaining.ravel().tolist()) from None
     return shards
 
 
@@ -108,17 +117,33 @@ def make_tfrecords(cfg: ImgTrainConfig, out: str) -> dict:
     table = read_labeled_images(data.labels, data.n_folds, data.fold_seed)
     channel_paths(data.images, table.ids, data.color_mode)  # every file present before any writing
     storage.makedirs(out)
-    storage.write_text(storage.join(out, "config.yaml"), dump_config(cfg))
-    shards = []
-    for fold in range(data.n_folds):
-        part = table.subset(table.folds == fold)
-        shards += write_fold(cfg, out, part, fold)
-        log.info("fold %d: %d images in %d shard(s)", fold, len(part.ids), sum(s["fold"] == fold for s in shards))
+    remove_quietly([storage.join(out, MANIFEST), *tf.io.gfile.glob(storage.join(out, "fold*-*.tfrec"))])
+    written = [storage.join(out, "config.yaml")]
+    try:
+        storage.write_text(written[0], dump_config(cfg))
+        shards = []
+        for fold in range(data.n_folds):
+            part = table.subset(table.folds == fold)
+            shards += write_fold(cfg, out, part, fold, written)
+            log.info("fold %d: %d images in %d shard(s)", fold, len(part.ids), sum(s["fold"] == fold for s in shards))
+    except BaseException:
+        remove_quietly(written)  # a failed conversion leaves none of its files behind
+        raise
     manifest = {"format": FORMAT, "color_mode": data.color_mode, "channels": list(mode_channels(data.color_mode)[0]),
                 "image_size": data.image_size, "bits": cfg.records.bits, "n_folds": data.n_folds,
                 "fold_seed": data.fold_seed, "labels": data.labels, "images": data.images, "shards": shards}
     storage.write_text(storage.join(out, MANIFEST), json.dumps(manifest, indent=1))
     return manifest
+
+
+def remove_quietly(paths: Sequence[str]) -> None:
+    """Delete a previous conversion (its manifest first) or what a failed one wrote; a missing file is no error."""
+    for path in paths:
+        try:
+            if storage.exists(path):
+                tf.io.gfile.remove(path)
+        except tf.errors.OpError as exc:
+            log.warning("%s: could not remove it (%s)", path, exc)
 
 
 # ----------------------------------------------------------------------------- reading

@@ -21,7 +21,7 @@ from hpacam.tf import storage
 from hpacam.tf.backup import repair_backup, trim_history
 from hpacam.tf.callbacks import BestModelCheckpoint, StopBeforeTimeLimit
 from hpacam.tf.config import ImgTrainConfig
-from hpacam.tf.data import folder_datasets
+from hpacam.tf.data import folder_datasets, folder_files, named_decode_error
 from hpacam.tf.models import build_model, compile_model, float32_copy
 from hpacam.tf.strategy import select_strategy, set_precision
 from hpacam.tf.tfrecords import record_datasets
@@ -102,14 +102,25 @@ def train(cfg: ImgTrainConfig) -> TrainResult:
         log.info("resuming from the backup in %s after epoch %d", backup_dir(cfg), completed)
         trim_history(storage.join(run_dir, HISTORY), completed)
     callbacks = make_callbacks(cfg, run_dir, monitored_metric(cfg, valid_ds is not None), resuming, policy)
-    history = model.fit(train_ds, validation_data=valid_ds, epochs=cfg.train.epochs, callbacks=callbacks,
-                        verbose=cfg.train.verbose, shuffle=False)  # the tf.data pipeline shuffles
+    history = fit(model, cfg, train_ds, valid_ds, callbacks)
     finished = not any(isinstance(c, StopBeforeTimeLimit) and c.stopped_early for c in callbacks)
     if finished and storage.exists(backup_dir(cfg)):
         tf.io.gfile.rmtree(backup_dir(cfg))  # done: a later run of this command starts afresh
     log.info("%s after %d epoch(s); best model %s", "finished" if finished else "stopped (resume later)",
              len(history.epoch), storage.join(run_dir, BEST_MODEL))
     return TrainResult(model, storage.join(run_dir, BEST_MODEL), finished, history.history)
+
+
+def fit(model: keras.Model, cfg: ImgTrainConfig, train_ds, valid_ds, callbacks) -> keras.callbacks.History:
+    """`model.fit`; an image file that cannot be decoded stops it as an ImageReadError naming the file.
+
+    The run folder stays resumable: the epochs finished before the bad file are in the backup.
+    """
+    try:
+        return model.fit(train_ds, validation_data=valid_ds, epochs=cfg.train.epochs, callbacks=callbacks,
+                         verbose=cfg.train.verbose, shuffle=False)  # the tf.data pipeline shuffles
+    except (tf.errors.InvalidArgumentError, tf.errors.DataLossError) as exc:
+        raise named_decode_error(exc, folder_files(cfg)) from None
 
 
 def main(argv: Sequence[str] | None = None) -> TrainResult:
