@@ -27,7 +27,7 @@ class Variant:
     label: str
     cam: str = "demo"  # which CAM model: the demo's, or "other" (Puzzle <-> plain)
     regressor: str = "demo"  # demo | single (the seed's single-label images) | none | oracle (cell truth)
-    cell: str = "demo"  # which cell-level classifier: the demo's, "pseudo" (CAM-lowered targets) or "none"
+    cell: str = "demo"  # which cell-level classifier: the demo's, one of CELL_OPTIONS or "none"
     grid: list[str] = field(default_factory=list)  # tuning CLI options that restrict the grid
     fixed: list[str] = field(default_factory=list)  # inference overrides instead of tuning
 
@@ -46,6 +46,8 @@ VARIANTS = [
             grid=["--cell-model-shares", "0"]),
     Variant("cell_pseudo_labels", "the cell model's targets lowered below CAM standing 0.5 (pseudo-labels from "
             "the CAM evidence; never a label the image lacks)", cell="pseudo"),
+    Variant("cell_oof_round", "one out-of-fold round: two fold models lower the cell model's targets below "
+            "standing 0.5 (its own pseudo-labels, from image labels only)", cell="oof"),
     Variant("no_image_models", "no image-level Keras model", grid=["--image-models-shares", "0"],
             fixed=["image_models=[]"]),
     Variant("no_cell_max", "no max pooling of the regressor's cell probabilities into the image probabilities",
@@ -132,17 +134,23 @@ def fit_variant_regressor(demo: Demo, train: Path, checkpoint: Path, name: str, 
 REGRESSOR_OPTIONS = {"single": ["select=single"], "oracle": ["select=all", "targets=cell_truth_oracle"]}
 
 
-def train_pseudo_cell_model(demo: Demo, train: Path) -> Path:
-    """The demo's cell recipe with targets lowered by the demo CAM model's standing (threshold 0.5)."""
-    checkpoint = demo.out / "ablation" / "cell_pseudo" / "last.pt"
+CELL_OPTIONS = {  # the demo's cell recipe with one change, for the variants' `cell` field
+    "pseudo": ["cells.pseudo.threshold=0.5", "cells.pseudo.cam_checkpoints=[{cam}]"],
+    "oof": ["cells.pseudo.rounds=1", "cells.pseudo.folds=2", "cells.pseudo.round_threshold=0.5"],
+}
+
+
+def train_variant_cell_model(demo: Demo, train: Path, name: str) -> Path:
+    """The demo's cell recipe with the targets `CELL_OPTIONS[name]` makes, in the ablation folder."""
+    checkpoint = demo.out / "ablation" / f"cell_{name}" / "last.pt"
     if not checkpoint.is_file():
         cfg = demo.cfg
         epochs = [f"train.epochs={cfg.cell_epochs}"] if cfg.cell_epochs else []
-        demo.run("train cell model (pseudo-labels)", "train-cell-model/train_cell.py", "--config", cfg.cell_recipe,
+        options = [o.format(cam=demo.out / "cam" / "last.pt") for o in CELL_OPTIONS[name]]
+        demo.run(f"train cell model ({name})", "train-cell-model/train_cell.py", "--config", cfg.cell_recipe,
                  f"run_dir={checkpoint.parent}", f"data.sources=[{{images: {train / 'images'}, "
                  f"labels: {train / 'labels.csv'}}}]", "data.fold=-1", f"cells.segmentation.cache.dir={demo.out / 'masks'}",
-                 f"cells.crops.cache_dir={demo.out / 'crops'}", "cells.pseudo.threshold=0.5",
-                 f"cells.pseudo.cam_checkpoints=[{demo.out / 'cam' / 'last.pt'}]", *epochs, "train.progress=false",
+                 f"cells.crops.cache_dir={demo.out / 'crops'}", *options, *epochs, "train.progress=false",
                  f"train.seed={cfg.seed}")
     return checkpoint
 
@@ -150,8 +158,9 @@ def train_pseudo_cell_model(demo: Demo, train: Path) -> Path:
 def cell_models_override(demo: Demo, variant: Variant) -> list[str]:
     if variant.cell == "none" or not demo.cfg.cell_recipe:
         return ["cell_models=[]"]
-    if variant.cell == "pseudo":
-        return [f"cell_models=[{{checkpoint: {train_pseudo_cell_model(demo, demo.out / 'synth' / 'train')}}}]"]
+    if variant.cell in CELL_OPTIONS:
+        checkpoint = train_variant_cell_model(demo, demo.out / "synth" / "train", variant.cell)
+        return [f"cell_models=[{{checkpoint: {checkpoint}}}]"]
     return []
 
 
@@ -170,7 +179,8 @@ def models_override(demo: Demo, variant: Variant, cams: dict, regressors: dict) 
     return f"cam_models=[{{checkpoint: {checkpoint}, regressor: {regressors[key]}}}]"
 
 
-def score_variant(demo: Demo, variant: Variant, cams: dict, regressors: dict) -> float:
+def score_variant(demo: Demo, variant: Variant, cams: dict, regressors: dict) -> tuple[float, float | None]:
+    """(private mAP, public mAP of the blend chosen there; None for a fixed, untuned row)."""
     folder = demo.out / "ablation" / variant.key
     public, private = demo.out / "synth" / "public", demo.out / "synth" / "private"
     models = [models_override(demo, variant, cams, regressors), *cell_models_override(demo, variant)]
@@ -182,38 +192,61 @@ def score_variant(demo: Demo, variant: Variant, cams: dict, regressors: dict) ->
                  "--truth", str(public / "truth.csv"), "--out", str(config), *models,
                  *[o for o in variant.fixed if o.startswith("image_models")], *variant.grid)  # options last: they take lists
         models_args: list[str] = []
+        public_score = chosen_public_score(folder / "tuned.csv")
     else:
-        models_args = [*models, *variant.fixed]
+        models_args, public_score = [*models, *variant.fixed], None
     pred = folder / "private.csv"
     demo.run(f"inference ({variant.key})", "inference/inference.py", "--config", str(config), "--images",
              str(private / "images"), "--sample", str(private / "sample_submission.csv"), "--out", str(pred),
              "visualise=0", "write_image_probs=false", *models_args)
-    return demo.evaluate("ablation", variant.key, private / "truth.csv", pred)
+    return demo.evaluate("ablation", variant.key, private / "truth.csv", pred), public_score
 
 
-def ablate(demo: Demo) -> dict[str, float]:
+def chosen_public_score(table: Path) -> float:
+    import pandas as pd
+
+    frame = pd.read_csv(table)
+    return float(frame.loc[frame["chosen"], "mAP"].iloc[0])
+
+
+def ablate(demo: Demo) -> dict[str, dict[str, float]]:
+    """{"private": {row: mAP}, "public": {row: mAP}}: every variant, then the demo's reference rows."""
     demo.metrics.setdefault("ablation", {})
     cams = {"demo": demo.out / "cam" / "last.pt", "other": train_other_cam(demo, demo.out / "synth" / "train")}
     regressors = {("demo", "demo"): next((demo.out / "regressor").glob("*.npz"))}
-    scores = {}
+    scores: dict[str, dict[str, float]] = {"private": {}, "public": {}}
     for variant in VARIANTS:
-        scores[variant.key] = score_variant(demo, variant, cams, regressors)
-    scores.update({key: demo.metrics["private"][key] for key, _ in REFERENCES if key in demo.metrics["private"]})
+        private, public = score_variant(demo, variant, cams, regressors)
+        scores["private"][variant.key] = private
+        if public is not None:
+            scores["public"][variant.key] = public
+    for part in scores:
+        scores[part].update({key: demo.metrics[part][key] for key, _ in REFERENCES if key in demo.metrics[part]})
     return scores
 
 
-def format_table(results: dict[int, dict[str, float]]) -> list[str]:
-    """One row per variant, one column per seed, then the mean and its difference from the pipeline's."""
+def format_table(results: dict[int, dict[str, dict[str, float]]]) -> list[str]:
+    """One row per variant, one column per seed (private), the mean and its difference from the
+    pipeline's, then the same difference on public: the set a choice between rows may be made on."""
     seeds = sorted(results)
-    pipeline = sum(results[s]["pipeline"] for s in seeds) / len(seeds)
-    head = "| variant (private mAP) | " + " | ".join(f"seed {s}" for s in seeds) + " | mean | mean - pipeline |"
-    lines = [head, "|---" * (len(seeds) + 3) + "|"]
+
+    def mean_of(part: str, key: str) -> float | None:
+        values = [results[s][part].get(key) for s in seeds]
+        return None if any(v is None for v in values) else sum(values) / len(values)
+
+    head = ("| variant (private mAP) | " + " | ".join(f"seed {s}" for s in seeds)
+            + " | mean | mean - pipeline | public: mean - pipeline |")
+    lines = [head, "|---" * (len(seeds) + 4) + "|"]
+    pipeline, public_pipeline = mean_of("private", "pipeline"), mean_of("public", "pipeline")
     for key, label in [(v.key, v.label) for v in VARIANTS] + REFERENCES:
-        values = [results[s].get(key) for s in seeds]
-        if any(v is None for v in values):
+        mean = mean_of("private", key)
+        if mean is None:
             continue
-        mean = sum(values) / len(values)
-        cells = [f"{v:.4f}" for v in values] + [f"{mean:.4f}", "" if key == "pipeline" else f"{mean - pipeline:+.4f}"]
+        public = mean_of("public", key)
+        public_cell = "" if key == "pipeline" or public is None or public_pipeline is None \
+            else f"{public - public_pipeline:+.4f}"
+        cells = ([f"{results[s]['private'][key]:.4f}" for s in seeds]
+                 + [f"{mean:.4f}", "" if key == "pipeline" else f"{mean - pipeline:+.4f}", public_cell])
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return lines
 

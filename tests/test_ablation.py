@@ -1,5 +1,5 @@
-"""The ablation table: one column per seed, their mean and its difference from the pipeline's mean;
-rows only where every seed has a score."""
+"""The ablation table: one column per seed, their mean and its difference from the pipeline's mean,
+the same difference on public; rows only where every seed has a score."""
 
 from hpacam.ablation import VARIANTS, format_table, write_doc
 from hpacam.demo import DemoConfig
@@ -11,20 +11,23 @@ def rows_of(lines: list[str]) -> dict[str, list[str]]:
 
 
 def test_table_has_a_column_per_seed_their_mean_and_the_change_from_the_pipeline():
-    results = {0: {"pipeline": 0.6, "other_cam": 0.5}, 1: {"pipeline": 0.4, "other_cam": 0.35, "no_regressor": 0.2}}
+    results = {0: {"private": {"pipeline": 0.6, "other_cam": 0.5}, "public": {"pipeline": 0.7, "other_cam": 0.6}},
+               1: {"private": {"pipeline": 0.4, "other_cam": 0.35, "no_regressor": 0.2},
+                   "public": {"pipeline": 0.5, "other_cam": 0.5}}}
     lines = format_table(results)
-    assert lines[0] == "| variant (private mAP) | seed 0 | seed 1 | mean | mean - pipeline |"
+    assert lines[0] == ("| variant (private mAP) | seed 0 | seed 1 | mean | mean - pipeline "
+                        "| public: mean - pipeline |")
     rows = rows_of(lines)
-    assert rows[VARIANTS[0].label] == ["0.6000", "0.4000", "0.5000", ""]
-    assert rows[VARIANTS[1].label] == ["0.5000", "0.3500", "0.4250", "-0.0750"]
+    assert rows[VARIANTS[0].label] == ["0.6000", "0.4000", "0.5000", "", ""]
+    assert rows[VARIANTS[1].label] == ["0.5000", "0.3500", "0.4250", "-0.0750", "-0.0500"]
     assert len(rows) == 2  # no_regressor is missing for seed 0, so it has no row
 
 
 def test_single_seed_table_and_the_doc_is_written(tmp_path):
-    results = {3: {"pipeline": 0.25, "no_regressor": 0.3}}
+    results = {3: {"private": {"pipeline": 0.25, "no_regressor": 0.3}, "public": {"pipeline": 0.5}}}
     lines = format_table(results)
-    assert lines[0] == "| variant (private mAP) | seed 3 | mean | mean - pipeline |"
-    assert lines[3].endswith("| 0.3000 | 0.3000 | +0.0500 |")
+    assert lines[0] == "| variant (private mAP) | seed 3 | mean | mean - pipeline | public: mean - pipeline |"
+    assert lines[3].endswith("| 0.3000 | 0.3000 | +0.0500 |  |")  # no public score: a fixed, untuned row
     doc = write_doc(tmp_path / "ablation.md", results, DemoConfig(), 12.0)
     text = doc.read_text()
     assert "| 0.2500 |" in text and "12 min" in text and "480 training, 128 public and 128 private" in text

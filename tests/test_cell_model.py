@@ -196,6 +196,49 @@ def test_pseudo_labels_from_cam_evidence_lower_the_image_labels_only(sets, tmp_p
     assert list((tmp_path / "cell" / "crops").glob("*/standing-*.npy"))  # computed once, kept with the crops
 
 
+def test_out_of_fold_rounds_lower_labels_by_models_that_never_saw_the_cell(sets, tmp_path):
+    import json
+
+    from hpacam.cam.checkpoint import read_checkpoint
+    from hpacam.cam.train import Processes
+    from hpacam.cellmodel.config import TrainCellConfig
+    from hpacam.cellmodel.rounds import read_oof, refine_with
+    from hpacam.cellmodel.train import cell_training_data
+    from hpacam.labels import read_labels
+
+    run = tmp_path / "rounds"
+    rounds = ["cells.pseudo.rounds=1", "cells.pseudo.folds=2", "cells.pseudo.round_epochs=1", "data.fold=-1"]
+    train_cells(sets, run, *rounds)
+    round0 = run / "rounds" / "round0"
+    held = [json.loads((round0 / f"fold{k}" / "held_out.json").read_text()) for k in (0, 1)]
+    ids = read_labels(sets / "train" / "labels.csv")["ID"].tolist()
+    assert sorted(held[0] + held[1]) == sorted(ids) and not set(held[0]) & set(held[1])  # a partition
+    for k in (0, 1):  # each fold model trained one epoch on the other fold's cells only
+        assert read_checkpoint(round0 / f"fold{k}" / "last.pt")["config"]["train"]["epochs"] == 1
+        log = (round0 / f"fold{k}" / "log.txt").read_text()
+        assert f"learns from the {len(held[1 - k])} images of the other folds" in log
+    cfg = load_config(TrainCellConfig, CELL_RECIPE, cell_overrides(sets, run, *rounds))
+    procs = Processes(0, 1, torch.device("cpu"))
+    table = read_oof(round0 / "oof.npz")
+    plain = cell_training_data(cfg, procs).train_set.targets  # the image labels
+    # threshold 1: every cell below its image's best for a label is lowered (one epoch leaves the models unsure)
+    refined = cell_training_data(cfg, procs, refine=refine_with(table, 1.0)).train_set.targets
+    assert len(table) == len(plain) and not table.duplicated(["ID", "cell"]).any()  # every cell, once
+    assert ((refined <= plain) & (refined >= 0)).all() and (refined < plain).any()
+    assert (refined[plain == 0] == 0).all()  # never a label the image lacks
+    assert "round 0: out-of-fold probabilities" in (run / "log.txt").read_text()
+    assert not (round0 / "fold0" / "crops").exists()  # the fold models read the stage's crop cache
+    final = read_checkpoint(run / "last.pt")
+    assert final["config"]["cells"]["pseudo"]["rounds"] == 1 and final["step"] > 0
+    # resuming reuses the finished round: its oof.npz is read, not recomputed
+    stamp = (round0 / "oof.npz").stat().st_mtime_ns
+    train_cells(sets, run, *rounds, "train.resume=auto")
+    assert (round0 / "oof.npz").stat().st_mtime_ns == stamp
+    # out-of-fold rows of other images are refused, naming the way out
+    with pytest.raises(ValueError, match="out-of-fold predictions hold no row"):
+        cell_training_data(cfg, procs, refine=refine_with(table.iloc[1:], 0.5))
+
+
 # ----------------------------------------------------------------------------- training
 
 
@@ -265,7 +308,8 @@ def test_sigkill_during_cell_training_leaves_a_run_that_resumes(sets, tmp_path):
 
 def test_cli_refuses_bad_settings_naming_the_key(sets, tmp_path):
     for bad, message in (("loss.mode=puzzle", "loss.mode=puzzle"), ("cells.pseudo.threshold=0.5", "cam_checkpoints"),
-                         ("cells.crops.margin=2", "cells.crops.margin")):
+                         ("cells.crops.margin=2", "cells.crops.margin"),
+                         ("cells.pseudo.round_threshold=0", "cells.pseudo.round_threshold")):
         done = subprocess.run([sys.executable, str(SCRIPT), "--config", str(CELL_RECIPE),
                                *cell_overrides(sets, tmp_path / "bad", bad)], cwd=REPO, capture_output=True, text=True,
                               env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=120)

@@ -6,9 +6,10 @@
 
 Every training image is segmented (through the mask cache), each cell is cropped once into the
 crop cache (`cells.crops.cache_dir`, default run_dir/crops), and each crop learns its image's
-labels (`cells.pseudo.*` lowers those the CAM evidence does not support). Writes
-run_dir/{config.yaml, log.txt, metrics.csv, last.pt, best.pt}; `train.resume=auto` continues a
-stopped run exactly. Exits non-zero with a one-line message on bad input.
+labels (`cells.pseudo.*` lowers those the CAM evidence, or with `cells.pseudo.rounds` > 0 the
+cell model's own out-of-fold predictions, do not support). Writes run_dir/{config.yaml, log.txt,
+metrics.csv, last.pt, best.pt} (and rounds/round{r}/ for the fold models); `train.resume=auto`
+continues a stopped run exactly. Exits non-zero with a one-line message on bad input.
 """
 
 from __future__ import annotations

@@ -20,7 +20,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 import numpy as np
 import pandas as pd
@@ -422,12 +422,17 @@ DataBuilder = Callable[[TrainCamConfig, Processes], TrainingData]
 
 
 def train(cfg: TrainCamConfig, data_builder: DataBuilder = cam_training_data,
-          check: Callable[[TrainCamConfig], None] = check_config) -> TrainResult:
-    """Train a classifier as `cfg` says; returns where the checkpoints are and the last metrics."""
+          check: Callable[[TrainCamConfig], None] = check_config,
+          runner: Optional[Callable[[TrainCamConfig, Processes, DataBuilder], TrainResult]] = None) -> TrainResult:
+    """Train a classifier as `cfg` says; returns where the checkpoints are and the last metrics.
+
+    `runner` replaces `run_training` for a stage that trains several models in one process group
+    (the cell stage's out-of-fold rounds); it gets the same started processes and data builder.
+    """
     check(cfg)
     procs = start_processes(cfg.train.device, cfg.train.dist_backend)
     try:
-        return run_training(cfg, procs, data_builder)
+        return (runner or run_training)(cfg, procs, data_builder)
     except Exception as exc:
         if procs.is_main:
             log.error("training stopped: %s", exc)  # the run folder's log.txt keeps the cause

@@ -34,6 +34,12 @@ class PseudoLabelConfig:
     threshold: float = 0.0  # standing below which a label is lowered (hpacam.cellmodel.pseudo); 0: off
     activation: Literal["swish", "relu", "raw"] = "swish"
     scales: list[float] = field(default_factory=lambda: [1.0])
+    # Out-of-fold rounds (hpacam.cellmodel.rounds): models trained on the other `folds` predict
+    # each fold's cells; a label below `round_threshold` standing is lowered. 0 rounds: off.
+    rounds: int = 0
+    folds: int = 2
+    round_threshold: float = 0.5
+    round_epochs: int = 0  # epochs of each fold model; 0: train.epochs
 
 
 @dataclass
@@ -69,3 +75,15 @@ def check_cell_config(cfg: TrainCellConfig) -> None:
                          "whose evidence refines the image labels)")
     if not cfg.cells.pseudo.scales:
         raise ValueError("cells.pseudo.scales is empty")
+    check_rounds(cfg)
+
+
+def check_rounds(cfg: TrainCellConfig) -> None:
+    pseudo = cfg.cells.pseudo
+    if pseudo.rounds < 0 or pseudo.round_epochs < 0:
+        raise ValueError(f"cells.pseudo.rounds={pseudo.rounds} and cells.pseudo.round_epochs={pseudo.round_epochs} "
+                         "must be >= 0")
+    if pseudo.rounds and pseudo.folds < 2:
+        raise ValueError(f"cells.pseudo.folds={pseudo.folds}: out-of-fold rounds need at least 2 folds")
+    if not 0.0 < pseudo.round_threshold <= 1.0:
+        raise ValueError(f"cells.pseudo.round_threshold={pseudo.round_threshold} must be in (0, 1]")
