@@ -75,8 +75,9 @@ class AugmentConfig:
 
 @dataclass
 class ModelConfig:
-    # efficientnet_b0..b7, convnext_tiny/small/base/large/xlarge, vit_b16, small_cnn (the CPU
-    # demo: configs/img/demo_cpu.yaml), tiny (plumbing tests: traces in seconds, learns little)
+    # efficientnet_b0..b7, convnext_tiny/small/base/large/xlarge, vit_b16, resnext101_32x8d (the
+    # seed's ResNeXt-101; weights from tools/resnext_weights.py), small_cnn (the CPU demo:
+    # configs/img/demo_cpu.yaml), tiny and resnext_tiny (plumbing tests: trace in seconds, learn little)
     architecture: str = "efficientnet_b7"
     # "none" (random), "imagenet" (downloads: only when asked for), or a local file:
     # a .keras / .weights.h5 of this whole classifier, or (weights_scope=backbone) backbone weights.
