@@ -29,7 +29,7 @@ from hpacam.classes import NUM_CLASSES
 from hpacam.config import dump_config
 from hpacam.tf import storage
 from hpacam.tf.config import ImgTrainConfig, data_sources
-from hpacam.tf.data import (AUTOTUNE, LabeledImages, channel_paths, decoded_dataset, finish_pipeline,
+from hpacam.tf.data import (AUTOTUNE, LabeledImages, decoded_dataset, finish_pipeline,
                             mode_channels, named_decode_error, read_sources, resize_like_cv2,
                             table_channel_paths)
 
