@@ -344,6 +344,12 @@ def chosen_row(table: pd.DataFrame) -> pd.Series:
     return rows.loc[rows["mAP"].idxmax()]
 
 
+def broadcast_without_cell_models(table: pd.DataFrame) -> pd.Series:
+    """The strongest `broadcast` without cell models: the CAM pipeline alone's own baseline."""
+    rows = table[table["step"] == WITHOUT_CELL_MODELS + STEPS[0]]
+    return strongest_broadcast(table) if rows.empty else rows.loc[rows["mAP"].idxmax()]
+
+
 def best_without_cell_models(table: pd.DataFrame) -> pd.Series:
     """The CAM pipeline alone as the tuner chose it (the whole pipeline's best without cell models)."""
     rows = table[table["step"].str.startswith(WITHOUT_CELL_MODELS)]

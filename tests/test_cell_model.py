@@ -375,7 +375,8 @@ def test_tuning_chooses_image_probabilities_as_broadcast_then_cells_then_the_cel
     from hpacam.inference import InferenceConfig, combine, read_sample
     from hpacam.submission import read_submission
     from hpacam.tuning import (STEPS, WITHOUT_CELL_MODELS, SetScorer, TuneGrid, best_without_cell_models,
-                               choose_blend, chosen_row, collect_evidence, strongest_broadcast)
+                               broadcast_without_cell_models, choose_blend, chosen_row, collect_evidence,
+                               strongest_broadcast)
 
     cfg = load_config(InferenceConfig, inference_config)
     folder = sets / "public"
@@ -404,6 +405,8 @@ def test_tuning_chooses_image_probabilities_as_broadcast_then_cells_then_the_cel
     alone = table[table["step"].str.startswith(WITHOUT_CELL_MODELS)]
     assert len(alone) and (alone["cell_model_max_share"] == 0).all() and (alone["cell_model_share"] == 0).all()
     assert best_without_cell_models(table)["mAP"] == alone["mAP"].max()
+    own = alone[alone["step"] == WITHOUT_CELL_MODELS + STEPS[0]]  # its own baseline: broadcast without them
+    assert broadcast_without_cell_models(table)["mAP"] == own["mAP"].max() and (own["floor"] == 1).all()
 
 
 def test_the_cell_models_max_enters_the_image_probability_by_its_share():

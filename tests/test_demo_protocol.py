@@ -38,7 +38,8 @@ def test_deleting_the_training_truth_changes_nothing(tmp_path):
     regressor = next((out / "regressor").glob("*.npz")).read_bytes()
     metrics = json.loads((out / "metrics.json").read_text())
     assert {"pipeline", "broadcast_same_models", "cell_oracle_same_models", "broadcast_true_labels",
-            "oracle", "pipeline_without_cell_model", "cell_model_only"} <= set(metrics["mAP"])
+            "oracle", "pipeline_without_cell_model", "broadcast_without_cell_model",
+            "cell_model_only"} <= set(metrics["mAP"])
     assert set(metrics["public"]) == set(metrics["mAP"])
     assert metrics["mAP"]["oracle"] == 1.0
 
