@@ -8,7 +8,7 @@ SEEDS ?= 0 1
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export OMP_NUM_THREADS ?= 2
 
-.PHONY: demo ablation test install clean-venv
+.PHONY: demo ablation test install kaggle-datasets clean-venv
 
 $(VENV)/.installed: requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,15 @@ demo: install
 # The ablation table of docs/ablation.md: one demo per seed under data/ablation, then one change at a time.
 ablation: install
 	$(PY) -m hpacam.ablation --seeds $(SEEDS) --root data/ablation
+
+# The three datasets of docs/kaggle-inference.md (wheels, code, models) under KAGGLE_OUT, for the
+# offline notebook notebooks/kaggle_inference.ipynb. KAGGLE_ARGS go to tools/kaggle_datasets.py,
+# e.g. KAGGLE_ARGS="--python-version 3.11 --platform manylinux2014_x86_64" or "--packages keras==3.15.1".
+KAGGLE_OUT ?= data/kaggle
+KAGGLE_CONFIG ?= data/demo/inference.yaml
+KAGGLE_ARGS ?=
+kaggle-datasets: install
+	$(PY) tools/kaggle_datasets.py --out $(KAGGLE_OUT) --config $(KAGGLE_CONFIG) $(KAGGLE_ARGS)
 
 clean-venv:
 	rm -rf $(VENV)

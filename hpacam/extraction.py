@@ -31,7 +31,7 @@ from hpacam.config import check_at_least, check_unit_interval
 from hpacam.devices import check_device
 from hpacam.fileio import atomic_path
 from hpacam.images import ReadOptions, id_file, read_image
-from hpacam.intensities import Activation, activate, cell_intensities
+from hpacam.intensities import Activation, cell_intensities
 from hpacam.labels import multi_hot, read_labels
 from hpacam.segmentation import SegmentationConfig, Segmenter
 
@@ -111,7 +111,7 @@ def image_rows(image_id: str, model_name: str, result, probs: np.ndarray, border
 
 def extract(cfg: ExtractConfig) -> pd.DataFrame:
     """Run segmentation and every CAM model over the selected images; return the tidy table."""
-    from hpacam.cam.tta import load_cam_models, predict_maps
+    from hpacam.cam.tta import load_cam_models, predict_activated_maps
 
     if not cfg.checkpoints:
         raise ValueError("no CAM checkpoints given (checkpoints=[path/best.pt, ...])")
@@ -138,8 +138,8 @@ def extract(cfg: ExtractConfig) -> pd.DataFrame:
             targets = np.tile(image_targets[row], (seg.n_cells + 1, 1))
         images = {mode: read_image(cfg.images, image_id, mode, options=cfg.read) for mode in {cam.mode for cam in models}}
         for cam in models:
-            probs, maps = predict_maps(cam, images[cam.mode], cfg.tta, cfg.device)
-            result = cell_intensities(seg.cells, activate(maps, cfg.activation), probs)
+            probs, activated, _ = predict_activated_maps(cam, images[cam.mode], cfg.tta, cfg.activation, cfg.device)
+            result = cell_intensities(seg.cells, activated, probs)
             frames.append(image_rows(image_id, cam.name, result, probs, seg.border.is_border, targets))
     if not frames:
         raise ValueError("no cells with targets were found in any selected image")

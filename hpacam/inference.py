@@ -33,7 +33,7 @@ from hpacam.config import check_at_least, check_unit_interval
 from hpacam.devices import check_device, resolve_device
 from hpacam.images import (ImageReadError, ReadOptions, channel_path, check_header, check_image_id, id_file,
                            read_image)
-from hpacam.intensities import Activation, activate, cell_intensities
+from hpacam.intensities import Activation, cell_intensities
 from hpacam.masks import encode_label_image
 from hpacam.segmentation import SegmentationConfig, Segmenter
 from hpacam.submission import COLUMNS, cells_prediction_string, read_submission, write_submission
@@ -277,7 +277,7 @@ def image_evidence(image_id: str, folder: Path, models: Models, segmenter: Segme
 
     `keras_per_model` is the (image models, 19) output of the image-level models for this image.
     """
-    from hpacam.cam.tta import predict_maps
+    from hpacam.cam.tta import predict_activated_maps
 
     seg = precomputed_cells(cfg, image_id) if cfg.cells_dir else segmenter.segment_file(folder, image_id)
     height, width = seg.shape
@@ -285,12 +285,13 @@ def image_evidence(image_id: str, folder: Path, models: Models, segmenter: Segme
     border = seg.border.is_border if seg.n_cells else np.zeros(0, bool)
     cam_probs, sigmoids, standings, learned, learned_weights, maps_kept = [], [], [], [], [], None
     for member in models.cams:
-        probs, maps = predict_maps(member.cam, images[member.cam.mode], cfg.tta, models.device)
+        probs, activated, maps = predict_activated_maps(member.cam, images[member.cam.mode], cfg.tta,
+                                                        cfg.activation, models.device)
         cam_probs.append(probs)
         maps_kept = maps if maps_kept is None else maps_kept
         if not seg.n_cells:
             continue
-        result = cell_intensities(seg.cells, activate(maps, cfg.activation), probs)
+        result = cell_intensities(seg.cells, activated, probs)
         sigmoids.append(sigmoid_calibrate(result.sums, cfg.sigmoid))
         standings.append(standing_within_image(result.means))
         if member.regressor is not None:

@@ -1,7 +1,7 @@
 """Convert an HPA image folder + label CSV into sharded TFRecords (the TPU-friendly input).
 
-    python train-image-level-model/make_tfrecords.py --config configs/img/effb7_rgb_512.yaml \
-        --out data/tfrec/rgb_512 data.images=data/synth/demo/images data.labels=data/synth/demo/labels.csv
+    python train-image-level-model/make_tfrecords.py --config configs/img/effb7_rgb_600.yaml \
+        --out data/tfrec/rgb_600 data.images=data/synth/demo/images data.labels=data/synth/demo/labels.csv
 
 Uses data.images, data.labels, data.color_mode, data.image_size, data.n_folds, data.fold_seed
 and records.bits / records.images_per_shard. Train on the result with data.tfrecords=OUT.

@@ -1,6 +1,6 @@
 """Train an image-level classifier (TensorFlow/Keras; TPU, GPUs or CPU).
 
-    python train-image-level-model/train_img.py --config configs/img/effb7_rgb_512.yaml \
+    python train-image-level-model/train_img.py --config configs/img/effb7_rgb_600.yaml \
         data.images=gs://.../train data.labels=gs://.../train.csv data.fold=0 run_dir=data/img/effb7_rgb_f0
 
 The config is checked before TensorFlow is imported. Running the same command again resumes an

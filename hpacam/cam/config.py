@@ -16,12 +16,36 @@ from hpacam.images import ReadOptions
 @dataclass
 class ModelConfig:
     name: str = "resnest101"  # resnest*, efficientnet-b0..b7, or any timm model name
-    pretrained: bool = False  # the library's ImageNet weights: needs the network or its cache
-    pretrained_path: Optional[Path] = None  # local ImageNet state dict (3- or 4-channel stem)
+    # The switch for machines that may download: the library's ImageNet weights (network or its
+    # cache), used only when pretrained_path is unset or its file is absent.
+    pretrained: bool = False
+    # The local ImageNet state dict (3- or 4-channel stem) a recipe expects; when given, the file is
+    # what is loaded, and a missing file is an error unless pretrained=true allows the download.
+    pretrained_path: Optional[Path] = None
     output_stride: int = 16  # 8, 16 or 32; the last stage(s) are dilated below 32
     mean: Optional[list[float]] = None  # input normalisation per channel; None: ImageNet (yellow = red)
     std: Optional[list[float]] = None
     kwargs: dict[str, Any] = field(default_factory=dict)  # extra backbone arguments (timm: channels, ...)
+
+
+def choose_weights(model: ModelConfig) -> tuple[bool, Optional[Path]]:
+    """(download through the library?, local file to load) for a model config; torch-free.
+
+    Offline nodes (Kaggle, clusters) cannot download, so the recipes name a local file and the
+    download happens only where `model.pretrained=true` says the machine may. Raises
+    FileNotFoundError naming the file when it is absent and downloading is not allowed.
+    """
+    path = model.pretrained_path
+    if path is None:
+        return model.pretrained, None
+    if Path(path).is_file():
+        return False, Path(path)
+    if model.pretrained:
+        return True, None
+    raise ValueError(
+        f"{path}: pretrained weights file not found (model.pretrained_path). Put the ImageNet "
+        f"weights there, set model.pretrained=true on a machine that may download them, or "
+        f"model.pretrained_path=null to start from random weights")
 
 
 @dataclass
@@ -100,6 +124,9 @@ class TrainConfig:
     resume: Optional[str] = None  # a checkpoint path, or "auto": run_dir/last.pt when it exists
     # Stop (saving last.pt) after this many optimizer steps; the schedule still spans all epochs.
     stop_after_steps: int = 0
+    # Stop after this many epochs, the schedule still spanning train.epochs: the seed's recipe (a
+    # 10-epoch poly schedule of which it trained 3). The earlier of the two limits wins; 0: off.
+    stop_after_epochs: int = 0
     best_metric: str = "macro_auc"  # a validation metric; "val_loss" is minimised, the others maximised
     thresholds: list[float] = field(default_factory=lambda: [0.1, 0.2, 0.3, 0.4, 0.5])
     log_every: int = 50  # steps between log lines (the CSV gets one row per epoch)
@@ -141,6 +168,10 @@ def check_config(cfg: TrainCamConfig) -> None:
                        ("train.accumulation", cfg.train.accumulation)):
         if value < 1:
             raise ValueError(f"{key} must be at least 1, got {value}")
+    for key, value in (("train.stop_after_steps", cfg.train.stop_after_steps),
+                       ("train.stop_after_epochs", cfg.train.stop_after_epochs)):
+        if value < 0:
+            raise ValueError(f"{key} must be 0 (off) or more, got {value}")
     low, high = cfg.augment.crop_scale
     if not 0 < low <= high <= 1:
         raise ValueError(f"augment.crop_scale={cfg.augment.crop_scale} must satisfy 0 < low <= high <= 1")

@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from hpacam.classes import NUM_CLASSES
+from hpacam.triton_guard import load_triton_first
 
 log = logging.getLogger(__name__)
 
@@ -130,7 +131,12 @@ def create_model(name: str, pretrained: bool = False, in_chans: int = 4, output_
 
 
 def create_backbone(name: str, pretrained: bool, output_stride: int, **kwargs) -> tuple[nn.Module, int]:
-    """(feature extractor returning a (B, C, h, w) map, C) for any supported name."""
+    """(feature extractor returning a (B, C, h, w) map, C) for any supported name.
+
+    Every backbone library imports triton; after TensorFlow that import crashes the process
+    unless triton is loaded the safe way first (`hpacam.triton_guard`).
+    """
+    load_triton_first()
     if name in RESNEST_NAMES:
         return _resnest_backbone(name, pretrained, output_stride, **kwargs)
     if name in EFFICIENTNET_NAMES:

@@ -31,7 +31,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from hpacam.cam.checkpoint import capture_rng_state, read_checkpoint, restore_rng_state, save_checkpoint
-from hpacam.cam.config import OptimConfig, TrainCamConfig, check_config
+from hpacam.cam.config import OptimConfig, TrainCamConfig, check_config, choose_weights
 from hpacam.cam.data import CamDataset, ShardedSampler, describe, read_sources, shard_size, split_folds
 from hpacam.cam.metrics import classification_metrics
 from hpacam.cam.models import CamClassifier, create_model, parameter_groups
@@ -477,9 +477,13 @@ def close_run_log(log_file: Path) -> None:
 
 def build_model(cfg: TrainCamConfig, procs: Processes, in_chans: int) -> tuple[CamClassifier, torch.nn.Module]:
     """(the classifier, its training view: PuzzleNet, wrapped in DDP when distributed)."""
-    model = create_model(cfg.model.name, pretrained=cfg.model.pretrained,
+    download, weights_file = choose_weights(cfg.model)
+    if download and cfg.model.pretrained_path is not None:
+        log.warning("%s not found: model.pretrained=true, so the library downloads the weights",
+                    cfg.model.pretrained_path)
+    model = create_model(cfg.model.name, pretrained=download,
                          in_chans=in_chans, output_stride=cfg.model.output_stride,
-                         pretrained_path=cfg.model.pretrained_path, mean=cfg.model.mean, std=cfg.model.std,
+                         pretrained_path=weights_file, mean=cfg.model.mean, std=cfg.model.std,
                          **cfg.model.kwargs).to(procs.device)
     if cfg.train.channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -488,6 +492,16 @@ def build_model(cfg: TrainCamConfig, procs: Processes, in_chans: int) -> tuple[C
         device_ids = [procs.device.index] if procs.device.type == "cuda" else None
         net = DistributedDataParallel(net, device_ids=device_ids)
     return model, net
+
+
+def stop_step(train_cfg, total_steps: int, steps_per_epoch: int) -> int:
+    """The step a run stops at: the earliest of the whole schedule and the two stop limits."""
+    limits = [total_steps]
+    if train_cfg.stop_after_steps:
+        limits.append(train_cfg.stop_after_steps)
+    if train_cfg.stop_after_epochs:
+        limits.append(train_cfg.stop_after_epochs * steps_per_epoch)
+    return min(limits)
 
 
 def count_steps_per_epoch(n_images: int, cfg: TrainCamConfig, procs: Processes) -> int:
@@ -561,6 +575,7 @@ def finish_epoch(ctx: StepContext, model: CamClassifier, loaders: Loaders, epoch
 
 def run_training(cfg: TrainCamConfig, procs: Processes, data_builder: DataBuilder = cam_training_data) -> TrainResult:
     run_dir = Path(cfg.run_dir)
+    choose_weights(cfg.model)  # a missing weights file fails now, before the run folder and the data
     if procs.is_main:
         prepare_run_dir(run_dir, cfg)
         log.info("training on %s x %d process(es), run folder %s", procs.device, procs.world_size, run_dir)
@@ -579,7 +594,7 @@ def run_training(cfg: TrainCamConfig, procs: Processes, data_builder: DataBuilde
     loaders = build_loaders(data, cfg, procs)
     rows = read_metrics_rows(run_dir / "metrics.csv", ctx.state.step) if resumed else []
     wrote_best = resumed and (run_dir / "best.pt").is_file()
-    stop_at = min(cfg.train.stop_after_steps or total_steps, total_steps)
+    stop_at = stop_step(cfg.train, total_steps, steps_per_epoch)
     log.info("%d steps per epoch, %d in all; starting at step %d", steps_per_epoch, total_steps, ctx.state.step)
 
     per_step = cfg.train.batch_size * cfg.train.accumulation

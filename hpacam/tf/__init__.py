@@ -8,11 +8,10 @@ Modules: `config` (typed config, TensorFlow-free), `strategy` (TPU / GPUs / defa
 Submodules are not imported here, so importing `hpacam.tf.config` stays cheap (triton, below, takes ~0.1 s).
 """
 
-import importlib.util
+from hpacam.triton_guard import load_triton_first
 
 # Importing triton (the GPU compiler that CUDA builds of torch install, and that torchvision pulls
-# in) after TensorFlow 2.21 crashes the process with a segmentation fault; the other order works.
-# Every TensorFlow import of hpacam goes through this package, so a process that runs both stages
-# (inference with Keras image models, the demo, a notebook) imports triton first where it exists.
-if importlib.util.find_spec("triton") is not None:
-    import triton  # noqa: F401
+# in) after TensorFlow 2.21 crashes the process with a segmentation fault. Every TensorFlow import
+# of hpacam goes through this package, so triton is loaded here first where it exists, and loaded
+# safely (hpacam.triton_guard) when the user's notebook imported TensorFlow before hpacam.tf.
+load_triton_first()

@@ -24,9 +24,20 @@ class StrategyConfig:
 
 
 @dataclass
+class DataSource:
+    """One label table and the folder holding its images, as the torch stage's `data.sources`."""
+
+    images: str = ""  # folder (local or gs://) of {ID}_{red,green,blue,yellow}.png
+    labels: str = ""  # Kaggle train.csv or public-HPA CSV (local or gs://)
+
+
+@dataclass
 class DataConfig:
     images: str = ""  # folder (local or gs://) of {ID}_{red,green,blue,yellow}.png
     labels: str = ""  # Kaggle-format CSV (local or gs://): ID,Label with labels joined by |
+    # Several {images, labels} pairs (e.g. the Kaggle set and the public HPA set), combined as the
+    # torch stage combines them (folds over the combined table); instead of data.images/labels.
+    sources: list[DataSource] = field(default_factory=list)
     tfrecords: str = ""  # folder written by make_tfrecords.py; when set, read instead of images
     color_mode: ColorMode = "rgb"  # ggg: the green channel copied to three channels
     image_size: int = 512  # square side the model sees
@@ -35,6 +46,24 @@ class DataConfig:
     fold: int = 0  # validation fold; -1 trains on every image (no validation)
     cache: str = ""  # "" no cache, "memory", or a file prefix for tf.data's on-disk cache
     shuffle_buffer: int = 2048
+
+
+def data_sources(data: DataConfig) -> list[DataSource]:
+    """The sources to read: `data.sources`, or the single `data.images`/`data.labels` pair.
+
+    Both at once is refused: which one was meant cannot be guessed. Checked where the data is
+    read, not in __post_init__, because overrides are applied one at a time.
+    """
+    if data.sources:
+        if data.images or data.labels:
+            raise ValueError("give data.sources or data.images/data.labels, not both")
+        for i, source in enumerate(data.sources):
+            if not source.images or not source.labels:
+                raise ValueError(f"data.sources[{i}] needs both images and labels, got {source}")
+        return list(data.sources)
+    if not data.labels:
+        raise ValueError("data.labels is empty: give the label CSV (Kaggle ID,Label format)")
+    return [DataSource(data.images, data.labels)]
 
 
 @dataclass
@@ -46,8 +75,9 @@ class AugmentConfig:
 
 @dataclass
 class ModelConfig:
-    # efficientnet_b0..b7, convnext_tiny/small/base/large/xlarge, vit_b16, small_cnn (the CPU
-    # demo: configs/img/demo_cpu.yaml), tiny (plumbing tests: traces in seconds, learns little)
+    # efficientnet_b0..b7, convnext_tiny/small/base/large/xlarge, vit_b16, resnext101_32x8d (the
+    # seed's ResNeXt-101; weights from tools/resnext_weights.py), small_cnn (the CPU demo:
+    # configs/img/demo_cpu.yaml), tiny and resnext_tiny (plumbing tests: trace in seconds, learn little)
     architecture: str = "efficientnet_b7"
     # "none" (random), "imagenet" (downloads: only when asked for), or a local file:
     # a .keras / .weights.h5 of this whole classifier, or (weights_scope=backbone) backbone weights.

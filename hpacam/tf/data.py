@@ -23,9 +23,9 @@ import tensorflow as tf
 
 from hpacam.classes import CHANNELS
 from hpacam.images import COLOR_MODES, EXTENSIONS, ImageReadError
-from hpacam.labels import make_folds, multi_hot, read_labels
+from hpacam.labels import combine_label_tables, make_folds, multi_hot, read_labels
 from hpacam.tf import storage
-from hpacam.tf.config import AugmentConfig, ImgTrainConfig
+from hpacam.tf.config import AugmentConfig, DataConfig, ImgTrainConfig, data_sources
 
 log = logging.getLogger(__name__)
 
@@ -259,9 +259,12 @@ class LabeledImages:
     ids: list[str]
     targets: np.ndarray  # (N, 19) float32
     folds: np.ndarray  # (N,) int64
+    folders: list[str] | None = None  # image folder of each row (several sources); None: one folder
 
     def subset(self, mask: np.ndarray) -> "LabeledImages":
-        return LabeledImages([i for i, keep in zip(self.ids, mask) if keep], self.targets[mask], self.folds[mask])
+        folders = None if self.folders is None else [f for f, keep in zip(self.folders, mask) if keep]
+        return LabeledImages([i for i, keep in zip(self.ids, mask) if keep], self.targets[mask], self.folds[mask],
+                             folders)
 
 
 def read_labeled_images(labels_path: str, n_folds: int, fold_seed: int) -> LabeledImages:
@@ -275,6 +278,38 @@ def read_labeled_images(labels_path: str, n_folds: int, fold_seed: int) -> Label
     return LabeledImages(frame["ID"].tolist(), targets, folds)
 
 
+def read_sources(data: DataConfig) -> LabeledImages:
+    """Every {images, labels} source combined, with folds over the combined table.
+
+    As the torch stage's `hpacam.cam.data.read_sources`: tables concatenated in order (an ID in
+    two tables is an error), then one seeded stratified split, so both stages validate on the
+    same images when they read the same sources.
+    """
+    frames = []
+    for source in data_sources(data):
+        if not source.images:
+            raise ValueError("data.images is empty: give the image folder (or data.tfrecords)")
+        with storage.local_copy(source.labels) as local:
+            frames.append(read_labels(local).assign(folder=source.images))
+    table = combine_label_tables(*frames)
+    targets = multi_hot(table["labels"])
+    return LabeledImages(table["ID"].tolist(), targets, make_folds(targets, data.n_folds, data.fold_seed),
+                         table["folder"].tolist())
+
+
+def table_channel_paths(table: LabeledImages, mode: str) -> np.ndarray:
+    """(N, files) full paths of every row, each from its own source folder (one listing per folder)."""
+    folders = table.folders or []
+    if not folders:
+        raise ValueError("table has no image folders; read it with read_sources")
+    files, _ = mode_channels(mode)
+    paths = np.empty((len(table.ids), len(files)), dtype=object)
+    for folder in dict.fromkeys(folders):
+        rows = [i for i, f in enumerate(folders) if f == folder]
+        paths[rows] = channel_paths(folder, [table.ids[i] for i in rows], mode)
+    return paths.astype(str)
+
+
 def split_folds(table: LabeledImages, fold: int) -> tuple[LabeledImages, LabeledImages | None]:
     """(train, valid); fold -1 trains on everything and has no validation set."""
     if fold < 0:
@@ -284,24 +319,21 @@ def split_folds(table: LabeledImages, fold: int) -> tuple[LabeledImages, Labeled
 
 def folder_files(cfg: ImgTrainConfig) -> list[str]:
     """Every channel file the folder pipeline of `cfg` reads (the candidates of `named_decode_error`)."""
-    if cfg.data.tfrecords or not cfg.data.images:
+    if cfg.data.tfrecords or not (cfg.data.images or cfg.data.sources):
         return []
-    table = read_labeled_images(cfg.data.labels, cfg.data.n_folds, cfg.data.fold_seed)
-    return channel_paths(cfg.data.images, table.ids, cfg.data.color_mode).ravel().tolist()
+    return table_channel_paths(read_sources(cfg.data), cfg.data.color_mode).ravel().tolist()
 
 
 def folder_datasets(cfg: ImgTrainConfig, global_batch: int,
                     drop_remainder_valid: bool = False) -> tuple[tf.data.Dataset, tf.data.Dataset | None]:
     """Training and validation batches read from the image folder (the non-TFRecord path)."""
     data = cfg.data
-    if not data.images:
-        raise ValueError("data.images is empty: give the image folder (or data.tfrecords)")
-    train, valid = split_folds(read_labeled_images(data.labels, data.n_folds, data.fold_seed), data.fold)
-    log.info("images from %s: %d train, %d valid (fold %d)", data.images, len(train.ids),
-             0 if valid is None else len(valid.ids), data.fold)
+    train, valid = split_folds(read_sources(data), data.fold)
+    log.info("images from %s: %d train, %d valid (fold %d)", ", ".join(s.images for s in data_sources(data)),
+             len(train.ids), 0 if valid is None else len(valid.ids), data.fold)
 
     def batches(part: LabeledImages, training: bool) -> tf.data.Dataset:
-        ds = image_dataset(channel_paths(data.images, part.ids, data.color_mode), data.color_mode,
+        ds = image_dataset(table_channel_paths(part, data.color_mode), data.color_mode,
                            data.image_size, part.targets)
         return finish_pipeline(ds, batch_size=global_batch, training=training, augment=cfg.augment,
                                cache=data.cache, shuffle_buffer=data.shuffle_buffer, seed=cfg.seed,

@@ -1,8 +1,9 @@
 """Image-level classifiers: a library backbone, a 19-way sigmoid head, binary cross-entropy.
 
-Backbones come from maintained libraries only (`keras.applications`, `keras_hub`), built from
+Backbones come from maintained libraries (`keras.applications`, `keras_hub`), built from
 their architecture definitions, so nothing is downloaded unless `weights="imagenet"` is asked
-for. Every model takes images in [0, 1] (what `hpacam.tf.data` yields) and rescales them to the
+for; the seed's ResNeXt-101, which neither library has, is built over Keras layers
+(`hpacam.tf.resnext`) and takes its ImageNet weights from a converted local file. Every model takes images in [0, 1] (what `hpacam.tf.data` yields) and rescales them to the
 range its library's ImageNet weights expect, inside the model, so a saved `.keras` file is
 self-contained for inference.
 """
@@ -118,7 +119,27 @@ def _small_cnn(size: int, weights: str | None, widths: tuple[int, ...] = SMALL_C
     return backbone
 
 
+def _resnext(shape, name: str) -> BackboneFactory:
+    """A ResNeXt of `hpacam.tf.resnext` (torchvision's layout); ImageNet weights only from a local file."""
+
+    def build(size: int, weights: str | None) -> keras.Model:
+        from hpacam.tf.resnext import build_resnext
+
+        if weights == "imagenet":
+            raise ValueError(f"architecture {name!r} has no library ImageNet weights: convert torchvision's with "
+                             "tools/resnext_weights.py and give the file (model.weights=..., "
+                             "model.weights_scope=backbone)")
+        backbone = build_resnext(size, shape, name)
+        if weights is not None:
+            backbone.load_weights(weights)
+        return backbone
+
+    return build
+
+
 def _architectures() -> dict[str, Architecture]:
+    from hpacam.tf.resnext import RESNEXT101_32X8D, RESNEXT_TINY
+
     apps = keras.applications
     table = {f"efficientnet_b{i}": Architecture(_keras_application(getattr(apps, f"EfficientNetB{i}")), 255.0)
              for i in range(8)}
@@ -128,6 +149,9 @@ def _architectures() -> dict[str, Architecture]:
     table["vit_b16"] = Architecture(_vit_b16, 2.0, -1.0, token_pooling=True)  # ViT: mean 0.5, std 0.5
     table["tiny"] = Architecture(_tiny, 2.0, -1.0, token_pooling=True)
     table["small_cnn"] = Architecture(_small_cnn, 2.0, -1.0)
+    # ImageNet mean/std normalisation is inside the ResNeXt backbone: inputs stay in [0, 1].
+    table["resnext101_32x8d"] = Architecture(_resnext(RESNEXT101_32X8D, "resnext101_32x8d"), 1.0)
+    table["resnext_tiny"] = Architecture(_resnext(RESNEXT_TINY, "resnext_tiny"), 1.0)
     return table
 
 

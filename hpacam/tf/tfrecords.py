@@ -28,9 +28,10 @@ import tensorflow as tf
 from hpacam.classes import NUM_CLASSES
 from hpacam.config import dump_config
 from hpacam.tf import storage
-from hpacam.tf.config import ImgTrainConfig
-from hpacam.tf.data import (AUTOTUNE, LabeledImages, channel_paths, decoded_dataset, finish_pipeline,
-                            mode_channels, named_decode_error, read_labeled_images, resize_like_cv2)
+from hpacam.tf.config import ImgTrainConfig, data_sources
+from hpacam.tf.data import (AUTOTUNE, LabeledImages, decoded_dataset, finish_pipeline,
+                            mode_channels, named_decode_error, read_sources, resize_like_cv2,
+                            table_channel_paths)
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +75,7 @@ def encode_unit_png(image: tf.Tensor, bits: int) -> tf.Tensor:
 
 def _encoded_images(cfg: ImgTrainConfig, part: LabeledImages) -> tf.data.Dataset:
     files, _ = mode_channels(cfg.data.color_mode)
-    paths = channel_paths(cfg.data.images, part.ids, cfg.data.color_mode)
+    paths = table_channel_paths(part, cfg.data.color_mode)
     ds = decoded_dataset(paths, list(range(len(files))), cfg.data.image_size)
     return ds.map(lambda image: encode_unit_png(image, cfg.records.bits), num_parallel_calls=AUTOTUNE)
 
@@ -102,7 +103,7 @@ def write_fold(cfg: ImgTrainConfig, out: str, part: LabeledImages, fold: int, wr
                 shards.append({"file": name, "fold": fold, "count": len(batch)})
                 batch = []
     except tf.errors.OpError as exc:
-        remaining = channel_paths(cfg.data.images, part.ids[len(shards) * per_shard:], cfg.data.color_mode)
+        remaining = table_channel_paths(part, cfg.data.color_mode)[len(shards) * per_shard:]
         raise named_decode_error(exc, remaining.ravel().tolist()) from None
     return shards
 
@@ -110,12 +111,12 @@ def write_fold(cfg: ImgTrainConfig, out: str, part: LabeledImages, fold: int, wr
 def make_tfrecords(cfg: ImgTrainConfig, out: str) -> dict:
     """Convert the labelled images of `cfg.data` into sharded TFRecords in `out` (local or gs://)."""
     data = cfg.data
-    if not data.images:
-        raise ValueError("data.images is empty: give the image folder to convert")
+    if not (data.images or data.sources):
+        raise ValueError("data.images is empty: give the image folder to convert (or data.sources)")
     if cfg.records.images_per_shard < 1:
         raise ValueError("records.images_per_shard must be at least 1")
-    table = read_labeled_images(data.labels, data.n_folds, data.fold_seed)
-    channel_paths(data.images, table.ids, data.color_mode)  # every file present before any writing
+    table = read_sources(data)
+    table_channel_paths(table, data.color_mode)  # every file present before any writing
     storage.makedirs(out)
     remove_quietly([storage.join(out, MANIFEST), *tf.io.gfile.glob(storage.join(out, "fold*-*.tfrec"))])
     written = [storage.join(out, "config.yaml")]
@@ -131,7 +132,8 @@ def make_tfrecords(cfg: ImgTrainConfig, out: str) -> dict:
         raise
     manifest = {"format": FORMAT, "color_mode": data.color_mode, "channels": list(mode_channels(data.color_mode)[0]),
                 "image_size": data.image_size, "bits": cfg.records.bits, "n_folds": data.n_folds,
-                "fold_seed": data.fold_seed, "labels": data.labels, "images": data.images, "shards": shards}
+                "fold_seed": data.fold_seed, "labels": data.labels, "images": data.images,
+                "sources": [{"images": src.images, "labels": src.labels} for src in data_sources(data)], "shards": shards}
     storage.write_text(storage.join(out, MANIFEST), json.dumps(manifest, indent=1))
     return manifest
 
