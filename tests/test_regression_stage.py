@@ -76,3 +76,16 @@ def test_the_script_logs_its_report_and_errors_to_the_run_folder(tmp_path, resto
 
     assert main([f"intensities={tmp_path / 'none.csv'}", f"out_dir={tmp_path / 'bad'}"]) == 1
     assert "none.csv" in (tmp_path / "bad" / "log.txt").read_text()
+
+
+def test_an_output_folder_that_cannot_be_made_is_one_line_naming_it(tmp_path, capsys):
+    import runpy
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "train-gradboost-regressor" / "train_grad_boost.py"
+    main = runpy.run_path(str(script))["main"]
+    make_table(12, 4).to_csv(tmp_path / "int.csv", index=False)
+    (tmp_path / "taken").write_text("a file where the output folder should go")
+    assert main([f"intensities={tmp_path / 'int.csv'}", f"out_dir={tmp_path / 'taken'}"]) == 1
+    err = capsys.readouterr().err
+    assert f"{tmp_path / 'taken'}: cannot write the regressor's output folder" in err and "Traceback" not in err

@@ -18,10 +18,15 @@ from hpacam.runs import prepare_run_dir
 
 def main(argv=None) -> int:
     cfg, _ = parse_args(RegressorStageConfig, argv, description=__doc__.splitlines()[0])
-    prepare_run_dir(cfg.out_dir, cfg)
+    try:
+        prepare_run_dir(cfg.out_dir, cfg)
+    except OSError as exc:  # a file in its place, a read-only or full disk: before any work
+        print(f"train_grad_boost: error: {cfg.out_dir}: cannot write the regressor's output folder "
+              f"({exc.strerror or exc})", file=sys.stderr)
+        return 1
     try:
         train_regressors(cfg)  # logs its report to the console and the run folder's log.txt
-    except (ValueError, FileNotFoundError) as exc:
+    except (ValueError, OSError) as exc:  # bad input, or an output that cannot be written
         logging.getLogger("train_grad_boost").error("%s", exc)
         return 1
     return 0
