@@ -268,6 +268,17 @@ def write_doc(path: Path, results: dict[int, dict[str, float]], cfg: DemoConfig,
     return atomic_write_text(path, "\n".join(lines))
 
 
+def finished_ablation(demo: Demo) -> dict | None:
+    """A seed's ablation results from an earlier run, if made by today's method with today's variants."""
+    path = demo.out / "ablation" / "results.json"
+    if not path.is_file():
+        return None
+    saved = json.loads(path.read_text())
+    if saved.get("method") != METHOD or not {v.key for v in VARIANTS} <= set(saved.get("private", {})):
+        return None
+    return saved
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
@@ -278,8 +289,14 @@ def main(argv: list[str] | None = None) -> None:
     results, cfg = {}, DemoConfig()
     for seed in args.seeds:
         demo = ensure_demo((args.root / f"seed{seed}").resolve(), seed)
-        results[seed], cfg = ablate(demo), demo.cfg
-        atomic_write_text(demo.out / "ablation" / "results.json", json.dumps(results[seed], indent=1))
+        finished, cfg = finished_ablation(demo), demo.cfg
+        if finished is not None:
+            print(f"=== ablation seed {seed}: reusing {demo.out / 'ablation' / 'results.json'}")
+            results[seed] = {part: finished[part] for part in ("private", "public")}
+            continue
+        results[seed] = ablate(demo)
+        atomic_write_text(demo.out / "ablation" / "results.json",
+                          json.dumps({"method": METHOD, **results[seed]}, indent=1))
     doc = write_doc(args.doc, results, cfg, (time.perf_counter() - start) / 60)
     print("\n".join(format_table(results)))
     print(f"ablation: done in {time.perf_counter() - start:.0f} s; table: {doc}")

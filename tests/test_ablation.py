@@ -61,3 +61,22 @@ def test_a_demo_folder_is_reused_only_when_made_with_todays_settings(tmp_path):
                                                      "public": {}}))
     assert reusable_demo(folder, 4).metrics["private"] == {"pipeline": 0.5}
     assert reusable_demo(folder, 5) is None  # another seed's demo
+
+
+def test_a_seeds_finished_ablation_is_reused_only_when_made_by_todays_method_and_variants(tmp_path):
+    import json
+
+    from hpacam.ablation import finished_ablation
+    from hpacam.demo import METHOD, Demo
+
+    demo = Demo(out=tmp_path, cfg=DemoConfig(seed=3))
+    assert finished_ablation(demo) is None  # nothing there
+    (tmp_path / "ablation").mkdir()
+    rows = {v.key: 0.5 for v in VARIANTS}
+    path = tmp_path / "ablation" / "results.json"
+    path.write_text(json.dumps({"private": rows, "public": {}}))
+    assert finished_ablation(demo) is None  # no method recorded: an older run
+    path.write_text(json.dumps({"method": METHOD, "private": dict(list(rows.items())[:-1]), "public": {}}))
+    assert finished_ablation(demo) is None  # a variant is missing: made before it existed
+    path.write_text(json.dumps({"method": METHOD, "private": rows, "public": {"pipeline": 0.6}}))
+    assert finished_ablation(demo)["public"] == {"pipeline": 0.6}
