@@ -127,5 +127,9 @@ def test_a_small_regressor_file_claiming_a_huge_array_is_refused_before_it_is_re
             for _ in range(8):
                 fh.write(chunk)
     assert path.stat().st_size < 2 << 20
+    import resource
+
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     with pytest.raises(ValueError, match=rf"{path.name}: its arrays would take 536870912 bytes, over the limit"):
         load_regressor(path)
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 50 << 10  # KB: refused, never inflated
