@@ -332,30 +332,35 @@ def write_set_submission(evidence: Sequence[ImageEvidence], models: Models, blen
     write_submission(submission_frame(results, sample), out)
 
 
+def best_row(rows: pd.DataFrame) -> pd.Series:
+    """The first best-scoring of these rows of a tuning table."""
+    return rows.loc[rows["mAP"].idxmax()]
+
+
+def rows_without_cell_models(table: pd.DataFrame) -> pd.DataFrame:
+    return table[table["step"].str.startswith(WITHOUT_CELL_MODELS)]
+
+
 def strongest_broadcast(table: pd.DataFrame) -> pd.Series:
     """The best `broadcast` row of the tuned pipeline (step 1): the baseline it is compared with."""
-    rows = table[table["step"] == STEPS[0]]
-    return rows.loc[rows["mAP"].idxmax()]
+    return best_row(table[table["step"] == STEPS[0]])
 
 
 def chosen_row(table: pd.DataFrame) -> pd.Series:
     """The row of the blend `choose_blend` returned: the first best of the whole pipeline's steps."""
-    rows = table[~table["step"].str.startswith(WITHOUT_CELL_MODELS)]
-    return rows.loc[rows["mAP"].idxmax()]
+    return best_row(table.drop(rows_without_cell_models(table).index))
 
 
 def broadcast_without_cell_models(table: pd.DataFrame) -> pd.Series:
     """The strongest `broadcast` without cell models: the CAM pipeline alone's own baseline."""
     rows = table[table["step"] == WITHOUT_CELL_MODELS + STEPS[0]]
-    return strongest_broadcast(table) if rows.empty else rows.loc[rows["mAP"].idxmax()]
+    return strongest_broadcast(table) if rows.empty else best_row(rows)
 
 
 def best_without_cell_models(table: pd.DataFrame) -> pd.Series:
     """The CAM pipeline alone as the tuner chose it (the whole pipeline's best without cell models)."""
-    rows = table[table["step"].str.startswith(WITHOUT_CELL_MODELS)]
-    if rows.empty:
-        rows = table
-    return rows.loc[rows["mAP"].idxmax()]
+    rows = rows_without_cell_models(table)
+    return best_row(table if rows.empty else rows)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -114,7 +114,7 @@ def one_round(cfg: TrainCellConfig, procs: Processes, round_index: int, refine: 
     pseudo = cfg.cells.pseudo
     train_images, _ = split_folds(read_sources(cfg.data), cfg.data)
     folds = make_folds(train_images.targets, pseudo.folds, cfg.data.fold_seed + 1 + round_index)
-    parts = []
+    parts, cells = [], None
     for fold in range(pseudo.folds):
         sub = fold_config(cfg, round_index, fold)
         keep = {image_id for image_id, f in zip(train_images.ids, folds) if f != fold}
@@ -122,8 +122,9 @@ def one_round(cfg: TrainCellConfig, procs: Processes, round_index: int, refine: 
         result = run_training(sub, procs, lambda c, p: cell_training_data(c, p, refine=refine, keep_ids=keep))
         if procs.is_main:
             atomic_write_text(Path(sub.run_dir) / "held_out.json", json.dumps(held_out, indent=0))
-            cells = cell_crops_of(cfg, train_images, Segmenter(cfg.cells.segmentation, read_options=cfg.data.read),
-                                  procs)
+            if cells is None:  # every fold predicts from the same crops: read them once per round
+                segmenter = Segmenter(cfg.cells.segmentation, read_options=cfg.data.read)
+                cells = cell_crops_of(cfg, train_images, segmenter, procs)
             rows = np.flatnonzero(cells.index["ID"].isin(set(held_out)).to_numpy())
             parts.append(predict_held_out(cfg, Path(result.last_checkpoint), cells, rows, procs.device))
         setup_logging(Path(cfg.run_dir) / "log.txt")
