@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 import hpacam.tf  # noqa: F401
+from hpacam.classes import CHANNELS
 
 
 @pytest.fixture
@@ -81,3 +82,22 @@ def tiny_cam_set(tmp_path_factory):
     generate_dataset(root / "set", 3, 96, seed=5, progress=False)
     checkpoints = [write_tiny_cam_checkpoint(root / f"cam{seed}" / "best.pt", seed) for seed in (1, 2)]
     return checkpoints, root / "set"
+
+
+@pytest.fixture(scope="module")
+def random_rgby_set(tmp_path_factory):
+    """24 random 32x32 RGBY PNGs under images/ with 1-2 labels each among five classes, and
+    labels.csv: data for the training loop, which needs images and labels but no signal."""
+    root = tmp_path_factory.mktemp("random_rgby")
+    rng = np.random.default_rng(0)
+    (root / "images").mkdir()
+    rows = []
+    for i in range(24):
+        image_id = f"img{i:02d}"
+        for channel in CHANNELS:
+            cv2.imwrite(str(root / "images" / f"{image_id}_{channel}.png"),
+                        rng.integers(0, 255, (32, 32), dtype=np.uint8))
+        labels = sorted(set(rng.choice([0, 5, 6, 7, 16], size=int(rng.integers(1, 3))).tolist()))
+        rows.append(f"{image_id},{'|'.join(map(str, labels))}\n")
+    (root / "labels.csv").write_text("ID,Label\n" + "".join(rows))
+    return root

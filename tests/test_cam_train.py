@@ -6,7 +6,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pandas as pd
 import pytest
@@ -24,21 +23,9 @@ SCRIPT = REPO / "train-cam-model" / "train_cam.py"
 
 
 @pytest.fixture(scope="module")
-def dataset(tmp_path_factory):
-    """24 random 32x32 RGBY images with 1-2 labels each among five classes."""
-    root = tmp_path_factory.mktemp("cam_data")
-    rng = np.random.default_rng(0)
-    (root / "images").mkdir()
-    rows = []
-    for i in range(24):
-        image_id = f"img{i:02d}"
-        for channel in CHANNELS:
-            cv2.imwrite(str(root / "images" / f"{image_id}_{channel}.png"),
-                        rng.integers(0, 255, (32, 32), dtype=np.uint8))
-        labels = sorted(set(rng.choice([0, 5, 6, 7, 16], size=int(rng.integers(1, 3))).tolist()))
-        rows.append(f"{image_id},{'|'.join(map(str, labels))}\n")
-    (root / "labels.csv").write_text("ID,Label\n" + "".join(rows))
-    return root
+def dataset(random_rgby_set):
+    """conftest's 24 random 32x32 RGBY images, 1-2 labels each (the loop needs no signal)."""
+    return random_rgby_set
 
 
 def tiny_config(data: Path, run_dir: Path, *overrides: str) -> TrainCamConfig:

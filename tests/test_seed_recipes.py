@@ -6,8 +6,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import cv2
-import numpy as np
 import pandas as pd
 import pytest
 import timm
@@ -15,7 +13,6 @@ import torch
 
 from hpacam.cam.config import ModelConfig, TrainCamConfig, choose_weights
 from hpacam.cam.train import train
-from hpacam.classes import CHANNELS
 from hpacam.config import load_config, to_dict
 from hpacam.tf.config import ImgTrainConfig
 
@@ -46,18 +43,9 @@ def test_keras_recipes_are_the_seeds(name, size, mode):
 
 
 @pytest.fixture(scope="module")
-def dataset(tmp_path_factory):
-    """24 random 32x32 RGBY images, 1-2 labels each."""
-    root = tmp_path_factory.mktemp("seed_recipe_data")
-    rng = np.random.default_rng(0)
-    (root / "images").mkdir()
-    rows = []
-    for i in range(24):
-        for channel in CHANNELS:
-            cv2.imwrite(str(root / "images" / f"i{i:02d}_{channel}.png"), rng.integers(0, 255, (32, 32), dtype=np.uint8))
-        rows.append(f"i{i:02d},{'|'.join(map(str, sorted({int(v) for v in rng.choice([0, 5, 16], 2)})))}\n")
-    (root / "labels.csv").write_text("ID,Label\n" + "".join(rows))
-    return root
+def dataset(random_rgby_set):
+    """conftest's 24 random 32x32 RGBY images, 1-2 labels each (the loop needs no signal)."""
+    return random_rgby_set
 
 
 def tiny(data: Path, run_dir: Path, *overrides: str) -> TrainCamConfig:
