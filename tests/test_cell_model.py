@@ -435,13 +435,50 @@ def test_every_cell_recipe_is_valid_and_the_gpu_recipe_builds_a_five_channel_mod
     for recipe in recipes:
         cfg = load_config(TrainCellConfig, recipe)
         check_cell_config(cfg)
-        if cfg.model.pretrained:  # built here without weights: the architecture and its stem
+        if cfg.model.pretrained_path is not None:  # built here without weights: the architecture and its stem
             model = create_model(cfg.model.name, in_chans=input_channels(cfg.cells.crops.mask),
                                  output_stride=cfg.model.output_stride, **cfg.model.kwargs).eval()
             size = cfg.data.image_size
             with torch.no_grad():
                 logits = model(torch.rand(1, input_channels(cfg.cells.crops.mask), size, size))
             assert logits.shape == (1, 19)
+
+
+def test_gpu_cell_recipe_reads_its_named_local_weights_file_offline(tmp_path, monkeypatch):
+    """The GPU recipe names a local ImageNet file and never downloads; a file of the library's layout loads.
+
+    The stand-in file is a randomly initialised timm efficientnet_b0 with its 1000-class head, saved
+    as safetensors under the recipe's name: the stem's RGB filters must arrive in the five-channel
+    model (yellow from red, the mask channel zero), the head must be ignored.
+    """
+    import timm
+    from safetensors.torch import save_file
+
+    from hpacam.cam.config import choose_weights
+    from hpacam.cam.models import create_model
+    from hpacam.cellmodel.config import TrainCellConfig
+    from hpacam.cellmodel.data import input_channels
+
+    cfg = load_config(TrainCellConfig, REPO / "configs" / "cell" / "efficientnet_b0_224.yaml")
+    assert cfg.model.pretrained is False
+    assert cfg.model.pretrained_path == Path("weights/efficientnet_b0.ra_in1k.safetensors")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ValueError, match="efficientnet_b0.ra_in1k.safetensors: pretrained weights file not found"):
+        choose_weights(cfg.model)
+    source = timm.create_model("efficientnet_b0", pretrained=False, num_classes=1000)
+    (tmp_path / "weights").mkdir()
+    save_file(source.state_dict(), str(cfg.model.pretrained_path))
+    download, path = choose_weights(cfg.model)
+    assert (download, path) == (False, cfg.model.pretrained_path)
+    model = create_model(cfg.model.name, in_chans=input_channels(cfg.cells.crops.mask), pretrained_path=path,
+                         output_stride=cfg.model.output_stride, **cfg.model.kwargs)
+    stem = dict(model.named_parameters())
+    stem_key = next(k for k in stem if k.endswith("conv_stem.weight"))
+    loaded, original = stem[stem_key].detach(), source.conv_stem.weight.detach()
+    assert loaded.shape[1] == 5
+    torch.testing.assert_close(loaded[:, :3], original)
+    torch.testing.assert_close(loaded[:, 3], original[:, 0])
+    assert torch.count_nonzero(loaded[:, 4]) == 0
 
 
 def test_torchrun_two_processes_share_one_crop_cache_and_write_one_checkpoint(sets, tmp_path):

@@ -152,3 +152,12 @@ def test_one_device_resolver_for_every_stage():
 def test_a_cuda_device_without_cuda_is_refused_naming_the_key():
     with pytest.raises(ValueError, match=r"segmentation.hpa.device=cuda:1 but CUDA is not available"):
         resolve_device("cuda:1", "segmentation.hpa.device")
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_every_config_a_script_docstring_cites_exists_and_loads_with_its_config(script):
+    """A user copies the docstring's command line first: the recipe it names must be there and valid."""
+    doc = ast.get_docstring(ast.parse((REPO / script).read_text()))
+    for cited in re.findall(r"configs/[\w./-]+\.yaml", doc):
+        assert (REPO / cited).is_file(), f"{script} cites {cited}, which does not exist"
+        load_config(script_configs()[script], REPO / cited)

@@ -2,7 +2,7 @@
 
     python train-cell-model/train_cell.py --config configs/cell/tiny_cpu.yaml run_dir=data/cell/run \
         "data.sources=[{images: data/train/images, labels: data/train/train.csv}]"
-    torchrun --nproc_per_node=4 train-cell-model/train_cell.py --config configs/cell/resnet50_224.yaml ...
+    torchrun --nproc_per_node=4 train-cell-model/train_cell.py --config configs/cell/efficientnet_b0_224.yaml ...
 
 Every training image is segmented (through the mask cache), each cell is cropped once into the
 crop cache (`cells.crops.cache_dir`, default run_dir/crops), and each crop learns its image's

@@ -320,12 +320,25 @@ def add_mask_channel(module: nn.Module) -> None:
     name, conv = find_stem_conv(module)
     if conv.in_channels != 4:
         raise ValueError(f"stem {name!r} reads {conv.in_channels} channels; a mask channel goes after RGBY")
-    weight = conv.weight.detach()
-    conv.weight = nn.Parameter(torch.cat([weight, torch.zeros_like(weight[:, :1])], dim=1).contiguous())
+    conv.weight = nn.Parameter(stem_weight_for(conv.weight.detach(), 5).contiguous())
     conv.in_channels = 5
 
 
 # ----------------------------------------------------------------------------- local weights
+
+
+def stem_weight_for(weight: torch.Tensor, in_channels: int) -> torch.Tensor:
+    """A file's stem filters widened as `create_model` widens the stem: RGB -> RGBY -> RGBY + mask.
+
+    ImageNet files have 3-channel stems; a cell model reads five channels (the mask's filters start
+    at zero, so the pretrained stem's response is unchanged). Any other pairing is left for the
+    shape check to name.
+    """
+    if weight.ndim == 4 and weight.shape[1] == 3 and in_channels >= 4:
+        weight = rgby_stem_weight(weight)
+    if weight.ndim == 4 and weight.shape[1] == 4 and in_channels == 5:
+        weight = torch.cat([weight, torch.zeros_like(weight[:, :1])], dim=1)
+    return weight
 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
@@ -372,8 +385,8 @@ def load_backbone_weights(backbone: nn.Module, path: str | Path) -> None:
     target = backbone.net if hasattr(backbone, "net") else backbone
     stem_name, stem = find_stem_conv(target)
     key = f"{stem_name}.weight"
-    if key in state and state[key].shape[1] == 3 and stem.in_channels == 4:
-        state[key] = rgby_stem_weight(state[key])
+    if key in state:
+        state[key] = stem_weight_for(state[key], stem.in_channels)
     state = {k: v for k, v in state.items() if not k.startswith(HEAD_PREFIXES)}
     expected = target.state_dict()
     wrong = [k for k, v in state.items() if k in expected and expected[k].shape != v.shape]
