@@ -281,24 +281,39 @@ def choose_blend(cfg: InferenceConfig, evidence: Sequence[ImageEvidence], scorer
 
 def choose_steps(base: BlendConfig, evidence: Sequence[ImageEvidence], scorer: SetScorer, grid: TuneGrid,
                  have: Available, prefix: str) -> tuple[BlendConfig, pd.DataFrame]:
+    """The three steps of `choose_blend`, each building its candidates on the best so far."""
     tables: list[pd.DataFrame] = []
+    step = StepRunner(evidence, scorer, prefix, tables)
+    step.run(STEPS[0], image_prob_candidates(grid, base, have))
+    step.run(STEPS[1], cell_evidence_candidates(grid, step.best, have))
+    if have.cell_models:
+        step.run(STEPS[2], cell_model_candidates(grid, step.best))
+    return step.best[1], pd.concat(tables, ignore_index=True)
+
+
+@dataclass
+class StepRunner:
+    """Scores one step's candidates into `tables` and keeps the best (name, blend) of all steps so far.
+
+    A later step replaces the best only by scoring higher: so the pipeline never falls below the
+    strongest broadcast (step 1) on the set it is tuned on.
+    """
+
+    evidence: Sequence[ImageEvidence]
+    scorer: SetScorer
+    prefix: str
+    tables: list
     best: Optional[tuple[str, BlendConfig]] = None
-    best_score = -np.inf
-    for step in STEPS:
-        if step == STEPS[0]:
-            named = image_prob_candidates(grid, base, have)
-        elif step == STEPS[1]:
-            named = cell_evidence_candidates(grid, best, have)
-        else:
-            named = cell_model_candidates(grid, best) if have.cell_models else []
+    best_score: float = -np.inf
+
+    def run(self, step: str, named: Sequence[tuple[str, BlendConfig]]) -> None:
         if not named:
-            continue
-        scored = score_candidates(evidence, scorer, named, prefix + step)
-        tables.append(scored)
+            return
+        scored = score_candidates(self.evidence, self.scorer, named, self.prefix + step)
+        self.tables.append(scored)
         top = int(scored["mAP"].to_numpy().argmax())
-        if scored["mAP"].iat[top] > best_score:
-            best, best_score = named[top], float(scored["mAP"].iat[top])
-    return best[1], pd.concat(tables, ignore_index=True)
+        if scored["mAP"].iat[top] > self.best_score:
+            self.best, self.best_score = named[top], float(scored["mAP"].iat[top])
 
 
 def tune(cfg: InferenceConfig, images: Path, sample_path: Path, truth_path: Path,
