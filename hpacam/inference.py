@@ -26,15 +26,15 @@ import pandas as pd
 from tqdm import tqdm
 
 from hpacam.cam.tta import TTAConfig
-from hpacam.calibration import (CalibrationRegressor, SigmoidCalibration, feature_frame, feature_matrix,
-                                load_regressor, sigmoid_calibrate)
 from hpacam.classes import CHANNELS, NUM_CLASSES
 from hpacam.config import check_at_least, check_unit_interval
 from hpacam.devices import check_device, resolve_device
 from hpacam.images import (ImageReadError, ReadOptions, channel_path, check_header, check_image_id, id_file,
                            read_image)
-from hpacam.intensities import Activation, cell_intensities
 from hpacam.masks import encode_label_image
+from hpacam.regressor.calibration import (CalibrationRegressor, SigmoidCalibration, feature_frame, feature_matrix,
+                                          load_regressor, sigmoid_calibrate)
+from hpacam.regressor.intensities import Activation, cell_intensities
 from hpacam.segmentation import SegmentationConfig, Segmenter
 from hpacam.submission import COLUMNS, cells_prediction_string, read_submission, write_submission
 

@@ -11,13 +11,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from hpacam.calibration import (CalibrationRegressor, SigmoidCalibration, TreeEnsemble, sigmoid_calibrate,
-                                sigmoid_per_image, standardise_per_image)
 from hpacam.cam.tta import TTAConfig
 from hpacam.classes import NUM_CLASSES
 from hpacam.inference import (BlendConfig, CamModelEntry, ImageEvidence, ImageMember, InferenceConfig,
                               blended_image_probs, cell_probabilities, combine, final_confidences, image_evidence,
                               load_models, weighted_mean)
+from hpacam.regressor.calibration import (CalibrationRegressor, SigmoidCalibration, TreeEnsemble,
+                                          sigmoid_calibrate, sigmoid_per_image, standardise_per_image)
 from hpacam.segmentation import SegmentationConfig, Segmenter
 from hpacam.segmentation.settings import CacheSettings
 

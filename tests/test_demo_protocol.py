@@ -59,7 +59,7 @@ def test_deleting_the_training_truth_changes_nothing(tmp_path):
 
 def test_the_regressor_oracle_refuses_to_run_without_truth(tmp_path):
     from hpacam.config import load_config
-    from hpacam.extraction import CellTruth, ExtractConfig
+    from hpacam.regressor.extraction import CellTruth, ExtractConfig
 
     assert load_config(ExtractConfig).targets == "image_labels"
     (tmp_path / "images").mkdir()

@@ -22,7 +22,7 @@ import numpy as np
 from hpacam.config import check_at_least
 from hpacam.devices import resolve_device
 from hpacam.images import resize_image
-from hpacam.intensities import Activation, activate
+from hpacam.regressor.intensities import Activation, activate
 
 if TYPE_CHECKING:  # torch is imported where it is used, so configs can be read without it
     import torch
@@ -128,7 +128,7 @@ def combine_passes(pass_maps: np.ndarray, activation: Activation, combine: Combi
 
 
 def activate_tensor(maps: torch.Tensor, activation: Activation) -> torch.Tensor:
-    """`hpacam.intensities.activate` on a tensor, so each pass is activated where it was computed."""
+    """`hpacam.regressor.intensities.activate` on a tensor, so each pass is activated where it was computed."""
     if activation == "swish":
         return maps * maps.sigmoid()
     if activation == "relu":

@@ -75,7 +75,7 @@ def _compute_standing(crop_set, folder: Path, segmenter, checkpoints: Sequence[P
     from hpacam.cam.tta import TTAConfig, load_cam_models, predict_maps
     from hpacam.images import read_image
     from hpacam.inference import standing_within_image
-    from hpacam.intensities import activate, cell_intensities
+    from hpacam.regressor.intensities import activate, cell_intensities
 
     cams = load_cam_models(list(checkpoints), device)
     tta = TTAConfig(scales=list(scales))
