@@ -151,7 +151,7 @@ def segment_sets(demo: Demo, sets: dict[str, Path]) -> None:
     The label images written here are the cells the baselines score.
     """
     for name, path in sets.items():
-        demo.run(f"segment {name}", "-m", "hpacam.segment", "--images", str(path / "images"), "--out",
+        demo.run(f"segment {name}", "-m", "hpacam.segmentation", "--images", str(path / "images"), "--out",
                  str(demo.out / "segmented" / name), "--cache-dir", str(demo.out / "masks"), "--workers",
                  str(demo.cfg.workers))
 

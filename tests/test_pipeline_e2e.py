@@ -70,7 +70,7 @@ def pipeline(tmp_path_factory):
 def broadcast_score(root: Path, test: Path, probs: list[str], name: str) -> float:
     segmented = root / "segmented"
     if not segmented.is_dir():
-        run("-m", "hpacam.segment", "--images", str(test / "images"), "--out", str(segmented),
+        run("-m", "hpacam.segmentation", "--images", str(test / "images"), "--out", str(segmented),
             "--cache-dir", str(root / "masks"))
     pred = root / "out" / f"{name}.csv"
     run("-m", "hpacam.baselines", "broadcast", "--cells", str(segmented), "--sample",
