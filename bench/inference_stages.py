@@ -48,7 +48,8 @@ def main() -> None:
 
     import torch
 
-    from hpacam.cam.tta import TTAConfig, load_cam_models, predict_maps
+    from hpacam.cam.loading import load_cam_models
+    from hpacam.cam.tta import TTAConfig, predict_maps
     from hpacam.images import read_image
     from hpacam.labels import read_labels
     from hpacam.masks import encode_label_image

@@ -152,7 +152,7 @@ class InferenceConfig:
 
 @dataclass
 class CamMember:
-    cam: "object"  # hpacam.cam.tta.LoadedCamModel
+    cam: "object"  # hpacam.cam.loading.LoadedCamModel
     regressor: Optional[CalibrationRegressor]
     weight: float
 
@@ -176,7 +176,7 @@ class Models:
 
 def load_models(cfg: InferenceConfig) -> Models:
     """Every model once: CAM checkpoints (weights_only), regressors (code-free), Keras (safe mode)."""
-    from hpacam.cam.tta import load_cam_models
+    from hpacam.cam.loading import load_cam_models
 
     if not cfg.cam_models:
         raise ValueError("the inference config names no CAM models (cam_models: [{checkpoint: ...}])")

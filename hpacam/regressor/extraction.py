@@ -111,7 +111,8 @@ def image_rows(image_id: str, model_name: str, result, probs: np.ndarray, border
 
 def extract(cfg: ExtractConfig) -> pd.DataFrame:
     """Run segmentation and every CAM model over the selected images; return the tidy table."""
-    from hpacam.cam.tta import load_cam_models, predict_activated_maps
+    from hpacam.cam.loading import load_cam_models
+    from hpacam.cam.tta import predict_activated_maps
 
     if not cfg.checkpoints:
         raise ValueError("no CAM checkpoints given (checkpoints=[path/best.pt, ...])")
