@@ -25,7 +25,7 @@ OUTPUTS = ("submission.csv", "submission.image_probs.csv", "inference.yaml", "in
 
 
 def run_demo(out: Path) -> str:
-    result = subprocess.run([sys.executable, "-m", "hpacam.demo", "--out", str(out), "--seed", "3", *SMALL],
+    result = subprocess.run([sys.executable, "tools/demo.py", "--out", str(out), "--seed", "3", *SMALL],
                             cwd=REPO, text=True, capture_output=True)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return result.stdout

@@ -63,3 +63,12 @@ def test_the_model_factory_never_imports_the_checkpoint_module():
     graph = import_graph(top_level_only=False)
     assert "hpacam.cam.models" in graph["hpacam.cam.checkpoint"]
     assert "hpacam.cam.checkpoint" not in graph["hpacam.cam.models"]
+
+
+def test_the_package_imports_nothing_from_tools():
+    """tools/ (the demo, the ablation, the stage commands) depends on the checkout; the package must not."""
+    tools = {path.stem for path in (PACKAGE.parent / "tools").glob("*.py")}
+    assert {"demo", "ablation"} <= tools
+    for path in PACKAGE.rglob("*.py"):
+        imported = {name.split(".")[0] for name in imported_names(path, top_level_only=False)}
+        assert not imported & tools, f"{path} imports {sorted(imported & tools)} from tools/"

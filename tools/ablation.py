@@ -17,8 +17,9 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from hpacam.demo import METHOD, ROOT, Demo, DemoConfig, run_demo
 from hpacam.fileio import atomic_write_text
+
+from demo import METHOD, ROOT, Demo, DemoConfig, run_demo  # tools/demo.py, beside this script
 
 
 @dataclass
@@ -74,7 +75,7 @@ REFERENCES = [
 def reusable_demo(folder: Path, seed: int) -> Demo | None:
     """The finished demo in `folder` if it was made with today's settings for this seed, else None.
 
-    A demo made before a stage was added, by an older method (`hpacam.demo.METHOD`) or with other
+    A demo made before a stage was added, by an older method (`METHOD` of tools/demo.py) or with other
     settings is not this pipeline: rerun it.
     """
     metrics_path = folder / "metrics.json"
@@ -253,7 +254,7 @@ def format_table(results: dict[int, dict[str, dict[str, float]]]) -> list[str]:
 
 def write_doc(path: Path, results: dict[int, dict[str, float]], cfg: DemoConfig, minutes: float) -> Path:
     lines = ["# Ablation", "",
-             "Written by `make ablation` (`python -m hpacam.ablation`); do not edit by hand. Each seed makes "
+             "Written by `make ablation` (`python tools/ablation.py`); do not edit by hand. Each seed makes "
              f"its own synthetic sets ({cfg.n_train} training, {cfg.n_public} public and {cfg.n_private} private "
              f"images at {cfg.image_size} px) and trains the demo's tiny models on CPU. Each row changes one "
              "thing from the demo's pipeline; its blend is chosen on `public` over the grid the row allows, and "
