@@ -318,6 +318,18 @@ def test_cli_refuses_bad_settings_naming_the_key(sets, tmp_path):
         assert "Traceback" not in done.stderr
 
 
+def test_the_cell_stage_checks_run_when_the_config_is_read():
+    """load_config runs the cell stage's own cross-field checks, not only the CAM stage's it inherits."""
+    from hpacam.cellmodel.config import TrainCellConfig
+    from hpacam.config import ConfigCheckError
+
+    for bad, message in (("cells.crops.margin=2", "cells.crops.margin"), ("loss.mode=puzzle", "loss.mode=puzzle"),
+                         ("cells.pseudo.threshold=0.5", "cells.pseudo.cam_checkpoints")):
+        with pytest.raises(ConfigCheckError, match=re.escape(message)):
+            load_config(TrainCellConfig, CELL_RECIPE, [bad])
+    assert load_config(TrainCellConfig, CELL_RECIPE, ["cells.crops.margin=2"], check=False).cells.crops.margin == 2
+
+
 # ----------------------------------------------------------------------------- inference and tuning
 
 
@@ -443,18 +455,6 @@ def test_every_cell_recipe_is_valid_and_the_gpu_recipe_builds_a_five_channel_mod
             with torch.no_grad():
                 logits = model(torch.rand(1, input_channels(cfg.cells.crops.mask), size, size))
             assert logits.shape == (1, 19)
-
-
-def test_the_cell_stage_checks_run_when_the_config_is_read():
-    """load_config runs the cell stage's own cross-field checks, not only the CAM stage's it inherits."""
-    from hpacam.cellmodel.config import TrainCellConfig
-    from hpacam.config import ConfigCheckError
-
-    for bad, message in (("cells.crops.margin=2", "cells.crops.margin"), ("loss.mode=puzzle", "loss.mode=puzzle"),
-                         ("cells.pseudo.threshold=0.5", "cells.pseudo.cam_checkpoints")):
-        with pytest.raises(ConfigCheckError, match=re.escape(message)):
-            load_config(TrainCellConfig, CELL_RECIPE, [bad])
-    assert load_config(TrainCellConfig, CELL_RECIPE, ["cells.crops.margin=2"], check=False).cells.crops.margin == 2
 
 
 def test_torchrun_two_processes_share_one_crop_cache_and_write_one_checkpoint(sets, tmp_path):
