@@ -22,11 +22,11 @@ test: install
 	$(PY) -m pytest -q tests
 
 demo: install
-	$(PY) -m hpacam.demo --out data/demo --seed $(SEED)
+	$(PY) tools/demo.py --out data/demo --seed $(SEED)
 
 # The ablation table of docs/ablation.md: one demo per seed under data/ablation, then one change at a time.
 ablation: install
-	$(PY) -m hpacam.ablation --seeds $(SEEDS) --root data/ablation
+	$(PY) tools/ablation.py --seeds $(SEEDS) --root data/ablation
 
 # The three datasets of docs/kaggle-inference.md (wheels, code, models) under KAGGLE_OUT, for the
 # offline notebook notebooks/kaggle_inference.ipynb. KAGGLE_ARGS go to tools/kaggle_datasets.py,

@@ -48,12 +48,13 @@ def main() -> None:
 
     import torch
 
-    from hpacam.calibration import sigmoid_calibrate
-    from hpacam.cam.tta import TTAConfig, load_cam_models, predict_maps
+    from hpacam.cam.loading import load_cam_models
+    from hpacam.cam.tta import TTAConfig, predict_maps
     from hpacam.images import read_image
-    from hpacam.intensities import activate, cell_intensities
     from hpacam.labels import read_labels
     from hpacam.masks import encode_label_image
+    from hpacam.regressor.calibration import sigmoid_calibrate
+    from hpacam.regressor.intensities import activate, cell_intensities
     from hpacam.segmentation import SegmentationConfig, Segmenter
     from hpacam.synth import generate_dataset
 

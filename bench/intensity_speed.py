@@ -12,7 +12,7 @@ import time
 import numpy as np
 from scipy import ndimage
 
-from hpacam.intensities import activate, cell_intensities, cell_intensities_loop, present_cells
+from hpacam.regressor.intensities import activate, cell_intensities, cell_intensities_loop, present_cells
 
 
 def voronoi_cells(size: int, n_cells: int, rng: np.random.Generator) -> np.ndarray:

@@ -26,15 +26,15 @@ import pandas as pd
 from tqdm import tqdm
 
 from hpacam.cam.tta import TTAConfig
-from hpacam.calibration import (CalibrationRegressor, SigmoidCalibration, feature_frame, feature_matrix,
-                                load_regressor, sigmoid_calibrate)
 from hpacam.classes import CHANNELS, NUM_CLASSES
 from hpacam.config import check_at_least, check_unit_interval
 from hpacam.devices import check_device, resolve_device
 from hpacam.images import (ImageReadError, ReadOptions, channel_path, check_header, check_image_id, id_file,
                            read_image)
-from hpacam.intensities import Activation, cell_intensities
 from hpacam.masks import encode_label_image
+from hpacam.regressor.calibration import (CalibrationRegressor, SigmoidCalibration, feature_frame, feature_matrix,
+                                          load_regressor, sigmoid_calibrate)
+from hpacam.regressor.intensities import Activation, cell_intensities
 from hpacam.segmentation import SegmentationConfig, Segmenter
 from hpacam.submission import COLUMNS, cells_prediction_string, read_submission, write_submission
 
@@ -151,14 +151,18 @@ class InferenceConfig:
 
 
 @dataclass
-class CamMember:
-    cam: "object"  # hpacam.cam.tta.LoadedCamModel
+class CalibratedCam:
+    """A loaded CAM model with its calibration regressor (None: sigmoid only) and its weight in the blend."""
+
+    cam: "object"  # hpacam.cam.loading.LoadedCamModel
     regressor: Optional[CalibrationRegressor]
     weight: float
 
 
 @dataclass
-class ImageMember:
+class LoadedImageModel:
+    """An image-level Keras model with the colour mode it reads and its weight in the blend."""
+
     model: "object"  # keras.Model
     color_mode: str
     weight: float
@@ -166,23 +170,25 @@ class ImageMember:
 
 
 @dataclass
-class Models:
-    cams: list[CamMember]
-    image_models: list[ImageMember]
+class LoadedModels:
+    """Every model an inference config names, loaded once (`load_models`), and the device they run on."""
+
+    cams: list[CalibratedCam]
+    image_models: list[LoadedImageModel]
     device: str
     cell_models: list = field(default_factory=list)  # hpacam.cellmodel.predict.LoadedCellModel
     cell_model_weights: list[float] = field(default_factory=list)
 
 
-def load_models(cfg: InferenceConfig) -> Models:
+def load_models(cfg: InferenceConfig) -> LoadedModels:
     """Every model once: CAM checkpoints (weights_only), regressors (code-free), Keras (safe mode)."""
-    from hpacam.cam.tta import load_cam_models
+    from hpacam.cam.loading import load_cam_models
 
     if not cfg.cam_models:
         raise ValueError("the inference config names no CAM models (cam_models: [{checkpoint: ...}])")
     device = resolve_device(cfg.device)
     cams = load_cam_models([entry.checkpoint for entry in cfg.cam_models], device)
-    members = [CamMember(cam, load_regressor(entry.regressor) if entry.regressor else None, entry.weight)
+    members = [CalibratedCam(cam, load_regressor(entry.regressor) if entry.regressor else None, entry.weight)
                for cam, entry in zip(cams, cfg.cam_models)]
     image_members = []
     if cfg.image_models:
@@ -190,13 +196,14 @@ def load_models(cfg: InferenceConfig) -> Models:
 
         for entry in cfg.image_models:
             mode = entry.color_mode or color_mode_of(str(entry.model))
-            image_members.append(ImageMember(load_image_model(str(entry.model)), mode, entry.weight, str(entry.model)))
+            image_members.append(LoadedImageModel(load_image_model(str(entry.model)), mode, entry.weight,
+                                                  str(entry.model)))
     cell_models = []
     if cfg.cell_models:
         from hpacam.cellmodel.predict import load_cell_models
 
         cell_models = load_cell_models([entry.checkpoint for entry in cfg.cell_models], device)
-    return Models(members, image_members, device, cell_models, [entry.weight for entry in cfg.cell_models])
+    return LoadedModels(members, image_members, device, cell_models, [entry.weight for entry in cfg.cell_models])
 
 
 # ----------------------------------------------------------------------------- per-image scoring
@@ -270,7 +277,7 @@ def regressor_probs(regressor: CalibrationRegressor, result, probs: np.ndarray, 
     return regressor.predict(feature_matrix(table, regressor.features)).reshape(len(result.cell_ids), NUM_CLASSES)
 
 
-def image_evidence(image_id: str, folder: Path, models: Models, segmenter: Segmenter,
+def image_evidence(image_id: str, folder: Path, models: LoadedModels, segmenter: Segmenter,
                    keras_per_model: Optional[np.ndarray], cfg: InferenceConfig,
                    keep_pictures: bool = False) -> ImageEvidence:
     """Segment one image and run every CAM model over it (raises ImageReadError for a bad image).
@@ -380,7 +387,7 @@ def combine(evidence: ImageEvidence, blend: BlendConfig) -> tuple[np.ndarray, np
                                           evidence.cell_model)
 
 
-def image_sources(evidence: ImageEvidence, models: Models, image_probs: np.ndarray) -> dict[str, np.ndarray]:
+def image_sources(evidence: ImageEvidence, models: LoadedModels, image_probs: np.ndarray) -> dict[str, np.ndarray]:
     """Each image-level source by name (the CAM models' logits, each Keras model, the blend)."""
     sources = {"cam_models": evidence.cam_probs}
     if evidence.keras_per_model is not None:
@@ -394,7 +401,7 @@ def image_sources(evidence: ImageEvidence, models: Models, image_probs: np.ndarr
     return sources
 
 
-def score_image(image_id: str, folder: Path, models: Models, segmenter: Segmenter,
+def score_image(image_id: str, folder: Path, models: LoadedModels, segmenter: Segmenter,
                 keras_per_model: Optional[np.ndarray], cfg: InferenceConfig, keep_pictures: bool = False,
                 oracle_probs: Optional[np.ndarray] = None) -> ImageResult:
     """The prediction string of one image (raises ImageReadError for a bad image).
@@ -416,7 +423,7 @@ def with_oracle_labels(evidence: ImageEvidence, blend: BlendConfig,
     return evidence, replace(blend, cell_max_share=0.0, cell_model_max_share=0.0, cell_model_gate=1.0)
 
 
-def result_of(evidence: ImageEvidence, models: Models, blend: BlendConfig,
+def result_of(evidence: ImageEvidence, models: LoadedModels, blend: BlendConfig,
               oracle_probs: Optional[np.ndarray] = None, keep_pictures: bool = False) -> ImageResult:
     """An image's prediction string, image probabilities and sources from its evidence under `blend`."""
     sources = image_sources(evidence, models, blended_image_probs(evidence, blend))
@@ -435,14 +442,14 @@ def result_of(evidence: ImageEvidence, models: Models, blend: BlendConfig,
 
 def precomputed_cells(cfg: InferenceConfig, image_id: str):
     """A segmentation from a given cell label image (e.g. the synthetic truth), with border flags."""
-    from hpacam.segmentation.core import finish
+    from hpacam.segmentation.core import finish_segmentation
     from hpacam.images import read_label_png
 
     path = id_file(cfg.cells_dir, image_id)
     if not path.is_file():
         raise ImageReadError(f"{path}: no cell label image for this ID in cells_dir")
     cells = read_label_png(path)
-    return finish(cells, cells, cfg.segmentation, "precomputed")
+    return finish_segmentation(cells, cells, cfg.segmentation, "precomputed")
 
 
 def final_confidences(cells: np.ndarray, image_probs: np.ndarray, border: np.ndarray, blend: BlendConfig,
@@ -462,7 +469,7 @@ def final_confidences(cells: np.ndarray, image_probs: np.ndarray, border: np.nda
 # ----------------------------------------------------------------------------- streaming over a test set
 
 
-def keras_chunk_probs(models: Models, ids: list[str], folder: Path,
+def keras_chunk_probs(models: LoadedModels, ids: list[str], folder: Path,
                       cfg: InferenceConfig) -> tuple[dict[str, np.ndarray], dict[str, ImageReadError]]:
     """({ID: (image models, 19)} Keras probabilities of a chunk, {ID: why it could not be read}).
 
@@ -483,7 +490,7 @@ def keras_chunk_probs(models: Models, ids: list[str], folder: Path,
     return dict(zip(good, np.stack(per_model, axis=1))), problems  # (images, models, 19)
 
 
-def read_for_image_models(models: Models, ids: list[str], folder: Path,
+def read_for_image_models(models: LoadedModels, ids: list[str], folder: Path,
                           cfg: InferenceConfig) -> tuple[dict, dict[str, ImageReadError]]:
     """({(colour mode, size): {ID: image}}, {ID: problem}): each image once per mode and size the models need."""
     inputs: dict = {}
@@ -552,7 +559,7 @@ def check_some_scored(results: Sequence[ImageResult]) -> None:
                          f"the first, {failed[0].image_id}: {failed[0].problem}")
 
 
-def checked_inputs(models: Models, ids: Sequence[str], folder: Path,
+def checked_inputs(models: LoadedModels, ids: Sequence[str], folder: Path,
                    cfg: InferenceConfig) -> Iterator[tuple[str, Optional[ImageReadError], Optional[np.ndarray]]]:
     """(ID, its problem or None, its image-level models' (models, 19) output or None), chunk by chunk.
 
@@ -604,7 +611,7 @@ def header_problem(folder: Path, image_id: str, options: ReadOptions) -> Optiona
     return None
 
 
-def score_or_skip(image_id: str, images: Path, models: Models, segmenter: Segmenter,
+def score_or_skip(image_id: str, images: Path, models: LoadedModels, segmenter: Segmenter,
                   keras_probs: Optional[np.ndarray], size: tuple[int, int], cfg: InferenceConfig, keep: bool,
                   picture_dir: Optional[Path], problem: Optional[ImageReadError] = None,
                   oracle_probs: Optional[np.ndarray] = None) -> ImageResult:

@@ -31,9 +31,8 @@ import pandas as pd
 from tqdm import tqdm
 
 from hpacam.classes import NUM_CLASSES
-from hpacam.evaluate import (DEFAULT_IOU_THRESHOLD, average_precision, greedy_true_positives, image_iou,
-                             parse_image)
-from hpacam.inference import (BlendConfig, ImageEvidence, InferenceConfig, Models, checked_inputs, combine,
+from hpacam.evaluate import DEFAULT_IOU_THRESHOLD, average_precision, greedy_true_positives, image_iou, parse_image
+from hpacam.inference import (BlendConfig, ImageEvidence, InferenceConfig, LoadedModels, checked_inputs, combine,
                               image_evidence, load_models, read_sample)
 from hpacam.masks import mask_to_rle
 from hpacam.segmentation import Segmenter
@@ -151,7 +150,7 @@ def cell_model_candidates(grid: TuneGrid, best: tuple[str, BlendConfig]) -> list
 
 
 def collect_evidence(cfg: InferenceConfig, images: Path, sample: pd.DataFrame,
-                     models: Optional[Models] = None) -> list[ImageEvidence]:
+                     models: Optional[LoadedModels] = None) -> list[ImageEvidence]:
     """Run segmentation and the models over every sample image; a bad image is an error here."""
     models = models or load_models(cfg)
     segmenter = Segmenter(cfg.segmentation, read_options=cfg.read)
@@ -330,7 +329,7 @@ def tune(cfg: InferenceConfig, images: Path, sample_path: Path, truth_path: Path
     return replace(cfg, blend=blend), table
 
 
-def write_set_submission(evidence: Sequence[ImageEvidence], models: Models, blend: BlendConfig,
+def write_set_submission(evidence: Sequence[ImageEvidence], models: LoadedModels, blend: BlendConfig,
                          sample: pd.DataFrame, out: Path) -> None:
     """What inference would write for this set under `blend` (the same arithmetic, from the same
     evidence), with `.image_probs.csv` and `.image_sources.csv` beside it; saves a second model pass."""

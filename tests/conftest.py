@@ -6,6 +6,8 @@ package's guard here, before any test module, keeps any selection and order of t
 """
 
 import logging
+import sys
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -13,6 +15,12 @@ import pytest
 
 import hpacam.tf  # noqa: F401
 from hpacam.classes import CHANNELS
+
+# tools/ holds the checkout's own scripts (the demo, the ablation, the stage commands): not a
+# package, so the tests that call their functions import them by file name, as the scripts
+# import each other when run.
+TOOLS = Path(__file__).resolve().parents[1] / "tools"
+sys.path.insert(0, str(TOOLS))
 
 
 @pytest.fixture

@@ -1,8 +1,9 @@
 """The ablation table: one column per seed, their mean and its difference from the pipeline's mean,
-the same difference on public; rows only where every seed has a score."""
+the same difference on public; rows only where every seed has a score (tools/ablation.py, imported
+from tools/ as conftest.py arranges)."""
 
-from hpacam.ablation import VARIANTS, format_table, write_doc
-from hpacam.demo import DemoConfig
+from ablation import VARIANTS, format_table, write_doc
+from demo import DemoConfig
 
 
 def rows_of(lines: list[str]) -> dict[str, list[str]]:
@@ -44,8 +45,8 @@ def test_a_demo_folder_is_reused_only_when_made_with_todays_settings(tmp_path):
     import json
     from dataclasses import asdict
 
-    from hpacam.ablation import reusable_demo
-    from hpacam.demo import METHOD
+    from ablation import reusable_demo
+    from demo import METHOD
 
     folder = tmp_path / "seed4"
     folder.mkdir()
@@ -66,8 +67,8 @@ def test_a_demo_folder_is_reused_only_when_made_with_todays_settings(tmp_path):
 def test_a_seeds_finished_ablation_is_reused_only_when_made_by_todays_method_and_variants(tmp_path):
     import json
 
-    from hpacam.ablation import finished_ablation
-    from hpacam.demo import METHOD, Demo
+    from ablation import finished_ablation
+    from demo import METHOD, Demo
 
     demo = Demo(out=tmp_path, cfg=DemoConfig(seed=3))
     assert finished_ablation(demo) is None  # nothing there

@@ -11,13 +11,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from hpacam.calibration import (CalibrationRegressor, SigmoidCalibration, TreeEnsemble, sigmoid_calibrate,
-                                sigmoid_per_image, standardise_per_image)
 from hpacam.cam.tta import TTAConfig
 from hpacam.classes import NUM_CLASSES
-from hpacam.inference import (BlendConfig, CamModelEntry, ImageEvidence, ImageMember, InferenceConfig,
+from hpacam.inference import (BlendConfig, CamModelEntry, ImageEvidence, InferenceConfig, LoadedImageModel,
                               blended_image_probs, cell_probabilities, combine, final_confidences, image_evidence,
                               load_models, weighted_mean)
+from hpacam.regressor.calibration import (CalibrationRegressor, SigmoidCalibration, TreeEnsemble,
+                                          sigmoid_calibrate, sigmoid_per_image, standardise_per_image)
 from hpacam.segmentation import SegmentationConfig, Segmenter
 from hpacam.segmentation.settings import CacheSettings
 
@@ -216,7 +216,7 @@ def evidence_of(two_cam_models, cam_weights, regressors, keras_per_model=None, k
     cfg, models, segmenter, folder, image_id = two_cam_models
     for member, weight, regressor in zip(models.cams, cam_weights, regressors):
         member.weight, member.regressor = weight, regressor
-    models.image_models = [ImageMember(None, "rgby", weight) for weight in keras_weights]
+    models.image_models = [LoadedImageModel(None, "rgby", weight) for weight in keras_weights]
     return image_evidence(image_id, folder, models, segmenter, keras_per_model, cfg)
 
 

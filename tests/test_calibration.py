@@ -5,8 +5,8 @@ import json
 import numpy as np
 import pytest
 
-from hpacam.calibration import (RegressorConfig, SigmoidCalibration, fit_regressor, load_regressor,
-                                save_regressor, sigmoid_calibrate, standardise_per_image)
+from hpacam.regressor.calibration import (RegressorConfig, SigmoidCalibration, fit_regressor, load_regressor,
+                                          save_regressor, sigmoid_calibrate, standardise_per_image)
 
 
 def toy_data(n=600, seed=0):

@@ -8,6 +8,7 @@ channels on 32 px crops. The numbers mean nothing about quality; every path runs
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -315,6 +316,18 @@ def test_cli_refuses_bad_settings_naming_the_key(sets, tmp_path):
                               env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=120)
         assert done.returncode == 1 and message in done.stderr, done.stderr[-1500:]
         assert "Traceback" not in done.stderr
+
+
+def test_the_cell_stage_checks_run_when_the_config_is_read():
+    """load_config runs the cell stage's own cross-field checks, not only the CAM stage's it inherits."""
+    from hpacam.cellmodel.config import TrainCellConfig
+    from hpacam.config import ConfigCheckError
+
+    for bad, message in (("cells.crops.margin=2", "cells.crops.margin"), ("loss.mode=puzzle", "loss.mode=puzzle"),
+                         ("cells.pseudo.threshold=0.5", "cells.pseudo.cam_checkpoints")):
+        with pytest.raises(ConfigCheckError, match=re.escape(message)):
+            load_config(TrainCellConfig, CELL_RECIPE, [bad])
+    assert load_config(TrainCellConfig, CELL_RECIPE, ["cells.crops.margin=2"], check=False).cells.crops.margin == 2
 
 
 # ----------------------------------------------------------------------------- inference and tuning

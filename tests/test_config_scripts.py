@@ -21,8 +21,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 def script_configs() -> dict[str, type]:
     from hpacam.cellmodel.config import TrainCellConfig
-    from hpacam.extraction import ExtractConfig
-    from hpacam.regression import RegressorStageConfig
+    from hpacam.regressor.extraction import ExtractConfig
+    from hpacam.regressor.train import RegressorStageConfig
     from hpacam.tf.config import ImgTrainConfig
 
     return {"train-cam-model/train_cam.py": TrainCamConfig, "train-cell-model/train_cell.py": TrainCellConfig,

@@ -25,7 +25,7 @@ OUTPUTS = ("submission.csv", "submission.image_probs.csv", "inference.yaml", "in
 
 
 def run_demo(out: Path) -> str:
-    result = subprocess.run([sys.executable, "-m", "hpacam.demo", "--out", str(out), "--seed", "3", *SMALL],
+    result = subprocess.run([sys.executable, "tools/demo.py", "--out", str(out), "--seed", "3", *SMALL],
                             cwd=REPO, text=True, capture_output=True)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return result.stdout
@@ -59,7 +59,7 @@ def test_deleting_the_training_truth_changes_nothing(tmp_path):
 
 def test_the_regressor_oracle_refuses_to_run_without_truth(tmp_path):
     from hpacam.config import load_config
-    from hpacam.extraction import CellTruth, ExtractConfig
+    from hpacam.regressor.extraction import CellTruth, ExtractConfig
 
     assert load_config(ExtractConfig).targets == "image_labels"
     (tmp_path / "images").mkdir()

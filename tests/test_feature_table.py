@@ -1,6 +1,6 @@
 """One feature table: the regressor's training rows and its input at inference are the same numbers.
 
-Both sides build the table with `hpacam.calibration.feature_frame`; here they run for real (two
+Both sides build the table with `hpacam.regressor.calibration.feature_frame`; here they run for real (two
 tiny CAM models, synthetic images, the classic segmentation) and the rows are compared.
 """
 
@@ -8,12 +8,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from hpacam.calibration import FEATURES, feature_frame, feature_matrix
 from hpacam.cam.tta import TTAConfig
-from hpacam.extraction import ExtractConfig, extract, write_table
 from hpacam.inference import CamModelEntry, InferenceConfig, image_evidence, load_models
-from hpacam.intensities import CellIntensities
-from hpacam.regression import read_intensities
+from hpacam.regressor.calibration import FEATURES, feature_frame, feature_matrix
+from hpacam.regressor.extraction import ExtractConfig, extract, write_table
+from hpacam.regressor.intensities import CellIntensities
+from hpacam.regressor.train import read_intensities
 from hpacam.segmentation import SegmentationConfig, Segmenter
 from hpacam.segmentation.settings import CacheSettings
 

@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hpacam.intensities import activate, cell_intensities, cell_intensities_loop, labels_at, present_cells
+from hpacam.regressor.intensities import activate, cell_intensities, cell_intensities_loop, labels_at, present_cells
 
 
 def random_case(rng, size, map_size, n_labels, n_classes=19):

@@ -24,6 +24,9 @@ from hpacam.evaluate import evaluate_files
 from hpacam.masks import decode_mask
 from hpacam.submission import parse_prediction_string, read_submission
 
+# tools/stages.py (conftest.py puts tools/ on the path): the commands the demo and the ablation run
+from stages import base_inference_config, scored_set_options, sources_override, stage_command, write_inference_config
+
 REPO = Path(__file__).resolve().parents[1]
 PY = sys.executable
 
@@ -43,35 +46,30 @@ def pipeline(tmp_path_factory):
     generate_dataset(root / "public", 16, 256, seed=13, progress=False)
     generate_dataset(root / "test", 16, 256, seed=12, progress=False)
     train = root / "train"
-    run("train-cam-model/train_cam.py", "--config", "configs/cam/tiny_cpu.yaml", f"run_dir={root / 'cam'}",
-        f"data.sources=[{{images: {train / 'images'}, labels: {train / 'labels.csv'}}}]",
-        "data.image_size=128", "data.fold=-1", "train.epochs=10", "train.progress=false")
+    run(*stage_command("train_cam", f"run_dir={root / 'cam'}", sources_override(train), "data.image_size=128",
+                       "data.fold=-1", "train.epochs=10", "train.progress=false", config="configs/cam/tiny_cpu.yaml"))
     masks = root / "masks"
-    run("train-gradboost-regressor/extract_intensities.py", f"images={train / 'images'}",
-        f"labels={train / 'labels.csv'}", f"checkpoints=[{root / 'cam' / 'last.pt'}]", f"out_dir={root / 'int'}",
-        "select=all", "max_images=80", "tta.scales=[1.0]", f"segmentation.cache.dir={masks}")
-    run("train-gradboost-regressor/train_grad_boost.py", f"intensities={root / 'int' / 'intensities.csv'}",
-        f"out_dir={root / 'reg'}", "regressor.n_estimators=60")
+    run(*stage_command("extract_intensities", f"images={train / 'images'}", f"labels={train / 'labels.csv'}",
+                       f"checkpoints=[{root / 'cam' / 'last.pt'}]", f"out_dir={root / 'int'}", "select=all",
+                       "max_images=80", "tta.scales=[1.0]", f"segmentation.cache.dir={masks}"))
+    run(*stage_command("train_grad_boost", f"intensities={root / 'int' / 'intensities.csv'}",
+                       f"out_dir={root / 'reg'}", "regressor.n_estimators=60"))
     regressor = next((root / "reg").glob("*.npz"))
-    base = root / "inference.base.yaml"
-    base.write_text(f"cam_models:\n  - checkpoint: {root / 'cam' / 'last.pt'}\n    regressor: {regressor}\n"
-                    f"tta:\n  scales: [1.0]\nsegmentation:\n  cache:\n    dir: {masks}\nvisualise: 1\n")
-    public = root / "public"
-    run("-m", "hpacam.tuning", "--config", str(base), "--images", str(public / "images"), "--sample",
-        str(public / "sample_submission.csv"), "--truth", str(public / "truth.csv"), "--out",
-        str(root / "inference.yaml"))
+    base = write_inference_config(root / "inference.base.yaml",
+                                  base_inference_config(root / "cam" / "last.pt", regressor, masks, visualise=1))
+    run(*stage_command("tune", *scored_set_options(root / "public", truth=True), "--out", root / "inference.yaml",
+                       config=base))
     test = root / "test"
     out = root / "out" / "submission.csv"
-    run("inference/inference.py", "--config", str(root / "inference.yaml"), "--images", str(test / "images"),
-        "--sample", str(test / "sample_submission.csv"), "--out", str(out), "--pictures", str(root / "pics"))
+    run(*stage_command("inference", *scored_set_options(test), "--out", out, "--pictures", root / "pics",
+                       config=root / "inference.yaml"))
     return root, test, out
 
 
 def broadcast_score(root: Path, test: Path, probs: list[str], name: str) -> float:
     segmented = root / "segmented"
     if not segmented.is_dir():
-        run("-m", "hpacam.segment", "--images", str(test / "images"), "--out", str(segmented),
-            "--cache-dir", str(root / "masks"))
+        run(*stage_command("segment", "--images", test / "images", "--out", segmented, "--cache-dir", root / "masks"))
     pred = root / "out" / f"{name}.csv"
     run("-m", "hpacam.baselines", "broadcast", "--cells", str(segmented), "--sample",
         str(test / "sample_submission.csv"), *probs, "--out", str(pred))
@@ -104,9 +102,8 @@ def test_submission_format(pipeline):
 def test_cell_stage_beats_broadcast_given_the_true_image_labels(pipeline):
     root, test, _ = pipeline
     pred = root / "out" / "true_labels.csv"
-    run("inference/inference.py", "--config", str(root / "inference.yaml"), "--images", str(test / "images"),
-        "--sample", str(test / "sample_submission.csv"), "--out", str(pred),
-        f"oracle_image_labels={test / 'labels.csv'}", "visualise=0")
+    run(*stage_command("inference", *scored_set_options(test), "--out", pred,
+                       f"oracle_image_labels={test / 'labels.csv'}", "visualise=0", config=root / "inference.yaml"))
     cell_stage = evaluate_files(test / "truth.csv", pred).mean_average_precision
     broadcast = broadcast_score(root, test, ["--labels", str(test / "labels.csv")], "broadcast_true_labels")
     print(f"true image labels: cell stage mAP {cell_stage:.4f}  broadcast mAP {broadcast:.4f}")
@@ -128,13 +125,11 @@ def test_shards_merge_to_the_whole(pipeline):
     parts = []
     for index in range(2):
         part = root / "shards" / f"part{index}.csv"
-        run("inference/inference.py", "--config", str(config), "--images", str(test / "images"),
-            "--sample", str(test / "sample_submission.csv"), "--out", str(part), "--shard", f"{index}/2",
-            "write_image_probs=false")
+        run(*stage_command("inference", *scored_set_options(test), "--out", part, "--shard", f"{index}/2",
+                           "write_image_probs=false", config=config))
         parts.append(str(part))
     merged = root / "shards" / "merged.csv"
-    run("inference/inference.py", "merge", "--sample", str(test / "sample_submission.csv"), "--out", str(merged),
-        *parts)
+    run(*stage_command("inference", "merge", "--sample", test / "sample_submission.csv", "--out", merged, *parts))
     pd.testing.assert_frame_equal(read_submission(merged), read_submission(out))
 
 
@@ -154,8 +149,8 @@ def test_bad_and_empty_images_are_skipped_with_an_empty_prediction(pipeline, tmp
     sample.loc[len(sample)] = [blank, 256, 256, ""]
     sample.to_csv(tmp_path / "sample.csv", index=False)
     sub_path = tmp_path / "sub.csv"
-    args = ("inference/inference.py", "--config", str(root / "inference.yaml"), "--images", str(images),
-            "--sample", str(tmp_path / "sample.csv"), "--out", str(sub_path))
+    args = tuple(stage_command("inference", "--images", images, "--sample", tmp_path / "sample.csv", "--out", sub_path,
+                               config=root / "inference.yaml"))
     run(*args)
     sub = read_submission(sub_path).set_index("ID")
     assert sub.loc[bad, "PredictionString"] == "" and sub.loc[blank, "PredictionString"] == ""

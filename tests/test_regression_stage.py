@@ -4,8 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from hpacam.calibration import INTENSITY_COLUMNS, RegressorConfig, load_regressor
-from hpacam.regression import RegressorStageConfig, format_report, read_intensities, split_images, train_regressors
+from hpacam.regressor.calibration import INTENSITY_COLUMNS, RegressorConfig, load_regressor
+from hpacam.regressor.train import RegressorStageConfig, format_report, read_intensities, split_images, train_regressors
 
 
 def make_table(n_images=40, cells=8, seed=0):

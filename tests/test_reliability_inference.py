@@ -221,7 +221,7 @@ def test_with_keras_models_too_an_oversized_image_is_refused_before_any_decoder_
 def test_intensity_extraction_reads_with_the_configured_options(setup, tmp_path):
     """The regressor's training stage honours read.color_file / read.max_pixels as inference does."""
     from hpacam.config import load_config
-    from hpacam.extraction import ExtractConfig, extract
+    from hpacam.regressor.extraction import ExtractConfig, extract
     from hpacam.images import ImageReadError
 
     config, images, _ = setup

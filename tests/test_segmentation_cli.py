@@ -1,4 +1,4 @@
-"""`python -m hpacam.segment`: a folder in, 16-bit label PNGs and border.csv out, through the cache."""
+"""`python -m hpacam.segmentation`: a folder in, 16-bit label PNGs and border.csv out, through the cache."""
 
 import subprocess
 import sys
@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from hpacam import segment as cli
+from hpacam.segmentation import cli
 from hpacam.segmentation.quality import compare_folders
 
 
@@ -88,7 +88,7 @@ def test_hpa_backend_without_weights_fails_before_any_work(dataset, tmp_path, ca
 
 
 def test_module_entry_point_runs(dataset, tmp_path):
-    result = subprocess.run([sys.executable, "-m", "hpacam.segment", "--help"], capture_output=True, text=True)
+    result = subprocess.run([sys.executable, "-m", "hpacam.segmentation", "--help"], capture_output=True, text=True)
     assert result.returncode == 0 and "--images" in result.stdout and "--workers" in result.stdout
 
 

@@ -6,7 +6,8 @@ import math
 import numpy as np
 import pytest
 
-from hpacam.cam.tta import TTAConfig, combine_passes, load_cam_models, predict_activated_maps, predict_maps
+from hpacam.cam.loading import load_cam_models
+from hpacam.cam.tta import TTAConfig, combine_passes, predict_activated_maps, predict_maps
 from hpacam.config import load_config
 from hpacam.inference import InferenceConfig
 

@@ -16,8 +16,8 @@ import pytest
 import torch
 
 from hpacam.cam.checkpoint import CheckpointError, load_cam_model, read_checkpoint
+from hpacam.cam.loading import load_cam_models
 from hpacam.cam.models import PretrainedWeightsError, create_model
-from hpacam.cam.tta import load_cam_models
 
 
 class RunsCode:

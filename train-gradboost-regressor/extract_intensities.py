@@ -12,7 +12,7 @@ import logging
 import sys
 
 from hpacam.config import parse_args
-from hpacam.extraction import ExtractConfig, extract, write_table
+from hpacam.regressor.extraction import ExtractConfig, extract, write_table
 from hpacam.runs import log_to_run_file, prepare_run_dir
 from hpacam.segmentation import SegmentationError
 

@@ -12,7 +12,7 @@ import logging
 import sys
 
 from hpacam.config import parse_args
-from hpacam.regression import RegressorStageConfig, train_regressors
+from hpacam.regressor.train import RegressorStageConfig, train_regressors
 from hpacam.runs import prepare_run_dir
 
 

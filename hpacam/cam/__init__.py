@@ -11,6 +11,7 @@ before paying for the torch import. torch is also imported by `hpacam.cellmodel`
     data         datasets, microscopy augmentations, resumable samplers
     metrics      per-class ROC-AUC and F1 at several thresholds
     checkpoint   self-describing checkpoints, save_checkpoint / load_cam_model
+    loading      load_cam_models: trained models with their training size and colour mode (later stages)
     train        the training loop (TrainCamConfig, train)
     localisation how well CAMs pick out the truth cells of the synthetic benchmark
     tta          class maps with test-time augmentation (the regressor and inference stages' module)

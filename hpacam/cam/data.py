@@ -218,7 +218,8 @@ def shard_size(size: int, world_size: int) -> int:
     return -(-size // world_size)
 
 
-def describe(images: LabelledImages) -> str:
+def summarise_images(images: LabelledImages) -> str:
+    """One log line on a training or validation split: its size and how many images carry each class."""
     counts = images.targets.sum(axis=0).astype(int)
     return f"{len(images)} images; per-class counts {counts.tolist()}"
 

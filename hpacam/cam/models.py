@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from hpacam.classes import NUM_CLASSES
+from hpacam.torchfile import load_tensors
 from hpacam.triton_guard import load_triton_first
 
 log = logging.getLogger(__name__)
@@ -353,8 +354,6 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     if path.suffix == ".safetensors":
         state = read_safetensors(path)
     else:
-        from hpacam.torchfile import load_tensors
-
         state = load_tensors(path, "weights file", PretrainedWeightsError)
     for key in ("state_dict", "model"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):

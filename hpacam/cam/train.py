@@ -32,7 +32,7 @@ from tqdm import tqdm
 
 from hpacam.cam.checkpoint import capture_rng_state, read_checkpoint, restore_rng_state, save_checkpoint
 from hpacam.cam.config import OptimConfig, TrainCamConfig, check_config, choose_weights
-from hpacam.cam.data import CamDataset, ShardedSampler, describe, read_sources, shard_size, split_folds
+from hpacam.cam.data import CamDataset, ShardedSampler, read_sources, shard_size, split_folds, summarise_images
 from hpacam.cam.metrics import classification_metrics
 from hpacam.cam.models import CamClassifier, create_model, parameter_groups
 from hpacam.cam.puzzle import PuzzleNet, alpha_at, classification_loss, puzzle_cam_loss
@@ -408,8 +408,8 @@ class TrainingData:
 def cam_training_data(cfg: TrainCamConfig, procs: Processes) -> TrainingData:
     train_images, val_images = split_folds(read_sources(cfg.data), cfg.data)
     if procs.is_main:
-        log.info("train: %s", describe(train_images))
-        log.info("validation: %s", describe(val_images) if val_images is not None else "none (data.fold=-1)")
+        log.info("train: %s", summarise_images(train_images))
+        log.info("validation: %s", summarise_images(val_images) if val_images is not None else "none (data.fold=-1)")
     train_set = CamDataset(train_images, cfg.data.image_size, cfg.data.mode, cfg.augment, cfg.train.seed,
                            read_options=cfg.data.read, cache=cfg.data.cache_images)
     val_set = None

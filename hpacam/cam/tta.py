@@ -1,5 +1,7 @@
 """Class maps and image probabilities of trained CAM models, with test-time augmentation.
 
+The models come from `hpacam.cam.loading.load_cam_models`; this module only runs the passes.
+
 Shared by the regressor stage (`extract_intensities.py`) and inference, so the maps the regressor
 is fitted on are computed exactly as the ones it is later applied to. Each model sees the image at
 several scales (default 1.0, 1.3, 1.6 of its training size) and in the four flips; the flips are
@@ -14,20 +16,19 @@ regressor is always fitted on maps combined the way it is applied to.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Sequence
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
 from hpacam.config import check_at_least
 from hpacam.devices import resolve_device
 from hpacam.images import resize_image
-from hpacam.intensities import Activation, activate
+from hpacam.regressor.intensities import Activation, activate
 
 if TYPE_CHECKING:  # torch is imported where it is used, so configs can be read without it
     import torch
 
-    from hpacam.cam.models import CamClassifier
+    from hpacam.cam.loading import LoadedCamModel
 
 FLIPS = ((), (3,), (2,), (2, 3))  # none, horizontal, vertical, both (dims of a BCHW tensor)
 Combine = Literal["mean_then_activate", "activate_then_sum"]
@@ -49,32 +50,6 @@ class TTAConfig:
         if not self.scales or not all(0.0 < s <= 8.0 for s in self.scales):
             raise ValueError(f"scales must be a non-empty list of numbers in (0, 8], got {self.scales}")
         check_at_least(0, map_size=self.map_size)
-
-
-@dataclass
-class LoadedCamModel:
-    """A CAM model with what inference needs to feed it: its training size and colour mode."""
-
-    name: str
-    model: CamClassifier
-    image_size: int
-    mode: str
-    stride: int
-
-
-def load_cam_models(paths: Sequence[str | Path], device: str | torch.device = "cpu") -> list[LoadedCamModel]:
-    """Load checkpoints once (weights_only) and keep each one's training size and colour mode."""
-    from hpacam.cam.checkpoint import load_for_inference
-
-    device = resolve_device(device) if isinstance(device, str) else device
-    loaded = []
-    for path in paths:
-        checkpoint, model, name = load_for_inference(path, "cam", device)
-        data = checkpoint["config"]["data"]
-        stride = int(checkpoint["arch"].get("output_stride", 16))
-        loaded.append(LoadedCamModel(name=name, model=model, image_size=int(data["image_size"]),
-                                     mode=str(data["mode"]), stride=stride))
-    return loaded
 
 
 def scaled_size(image_size: int, scale: float, stride: int) -> int:
@@ -128,7 +103,7 @@ def combine_passes(pass_maps: np.ndarray, activation: Activation, combine: Combi
 
 
 def activate_tensor(maps: torch.Tensor, activation: Activation) -> torch.Tensor:
-    """`hpacam.intensities.activate` on a tensor, so each pass is activated where it was computed."""
+    """`hpacam.regressor.intensities.activate` on a tensor, so each pass is activated where it was computed."""
     if activation == "swish":
         return maps * maps.sigmoid()
     if activation == "relu":

@@ -57,6 +57,11 @@ class TrainCellConfig(TrainCamConfig):
     loss: LossConfig = field(default_factory=lambda: LossConfig(mode="plain"))
     cells: CellStageConfig = field(default_factory=CellStageConfig)
 
+    def check(self) -> None:
+        """Run by `hpacam.config.load_config` once the config is read: the cell stage's checks, not
+        only the CAM stage's it would inherit, so a bad crop or pseudo-label setting fails there."""
+        check_cell_config(self)
+
 
 def check_cell_config(cfg: TrainCellConfig) -> None:
     """The CAM stage's checks, and the cell stage's own; ValueError naming the keys."""

@@ -72,10 +72,11 @@ def cam_standing(crop_set, folder: Path, segmenter, checkpoints: Sequence[Path],
 
 def _compute_standing(crop_set, folder: Path, segmenter, checkpoints: Sequence[Path], activation: str,
                       scales: Sequence[float], device: str, progress: bool) -> np.ndarray:
-    from hpacam.cam.tta import TTAConfig, load_cam_models, predict_maps
+    from hpacam.cam.loading import load_cam_models
+    from hpacam.cam.tta import TTAConfig, predict_maps
     from hpacam.images import read_image
     from hpacam.inference import standing_within_image
-    from hpacam.intensities import activate, cell_intensities
+    from hpacam.regressor.intensities import activate, cell_intensities
 
     cams = load_cam_models(list(checkpoints), device)
     tta = TTAConfig(scales=list(scales))

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 import torch.distributed as dist
 
-from hpacam.cam.data import LabelledImages, describe, read_sources, split_folds
+from hpacam.cam.data import LabelledImages, read_sources, split_folds, summarise_images
 from hpacam.cam.train import Processes, TrainingData, TrainResult, run_training, train
 from hpacam.cellmodel.config import TrainCellConfig, check_cell_config
 from hpacam.cellmodel.crops import ChainedCrops, CropSet, CropSettings, build_crop_set
@@ -129,8 +129,8 @@ def cell_training_data(cfg: TrainCellConfig, procs: Processes, refine=None, keep
 def log_targets(cfg: TrainCellConfig, train_images, train_set, val_images, val_set, keep_ids) -> None:
     subset = f"; this fold model learns from the {len(keep_ids)} images of the other folds" if keep_ids is not None \
         else ""
-    log.info("train: %s%s -> %d cell crops", describe(train_images), subset, len(train_set))
-    log.info("validation: %s", f"{describe(val_images)} -> {len(val_set)} cell crops" if val_set is not None
+    log.info("train: %s%s -> %d cell crops", summarise_images(train_images), subset, len(train_set))
+    log.info("validation: %s", f"{summarise_images(val_images)} -> {len(val_set)} cell crops" if val_set is not None
              else "none")
     if cfg.cells.pseudo.threshold > 0:
         log.info("targets: image labels lowered below CAM standing %.2f (models %s, key %s)",

@@ -8,8 +8,9 @@
     result.border.is_border                                       # per cell, index i = cell i + 1
 
 Backends: `classic` (default, `hpacam.segmentation.classic`), `hpa` (`hpacam.segmentation.hpa`).
-The CLI is `python -m hpacam.segment`; quality against truth label images is in
-`hpacam.segmentation.quality` (also `python -m hpacam.segmentation.quality`). See docs/segmentation.md.
+The CLI is `python -m hpacam.segmentation` (`hpacam.segmentation.cli`); quality against truth label
+images is in `hpacam.segmentation.quality` (also `python -m hpacam.segmentation.quality`). See
+docs/segmentation.md.
 """
 
 from hpacam.segmentation.border import BorderFlags, border_flags

@@ -1,8 +1,8 @@
-"""`python -m hpacam.segmentation` is the same command as `python -m hpacam.segment`."""
+"""`python -m hpacam.segmentation`: the folder-segmentation command (`hpacam.segmentation.cli`)."""
 
 import sys
 
-from hpacam.segment import main
+from hpacam.segmentation.cli import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -113,7 +113,7 @@ def check_channels(channels: Channels, needed: Sequence[str]) -> tuple[int, int]
     return height, width
 
 
-def finish(cells: np.ndarray, nuclei: np.ndarray, cfg: SegmentationConfig, backend: str) -> Segmentation:
+def finish_segmentation(cells: np.ndarray, nuclei: np.ndarray, cfg: SegmentationConfig, backend: str) -> Segmentation:
     """Check a backend's labels, make them consecutive, tie nuclei to cells, add border flags."""
     if cells.shape != nuclei.shape or cells.ndim != 2:
         raise SegmentationError(f"{backend}: cells {cells.shape} and nuclei {nuclei.shape} must be one 2-D shape")
@@ -149,7 +149,7 @@ def segment(image: Channels | np.ndarray, cfg: SegmentationConfig = Segmentation
     channels = as_channels(image)
     check_channels(channels, backend.channels)
     cells, nuclei = backend.label(channels)
-    return finish(cells, nuclei, cfg, backend.name)
+    return finish_segmentation(cells, nuclei, cfg, backend.name)
 
 
 def segment_many(images: Sequence[Channels | np.ndarray], cfg: SegmentationConfig = SegmentationConfig(),
@@ -159,10 +159,11 @@ def segment_many(images: Sequence[Channels | np.ndarray], cfg: SegmentationConfi
     prepared = [as_channels(image) for image in images]
     for channels in prepared:
         check_channels(channels, backend.channels)
-    return [finish(cells, nuclei, cfg, backend.name) for cells, nuclei in backend.label_many(prepared)]
+    return [finish_segmentation(cells, nuclei, cfg, backend.name)
+            for cells, nuclei in backend.label_many(prepared)]
 
 
-def describe(backend: Backend, cfg: SegmentationConfig) -> dict[str, Any]:
+def content_settings(backend: Backend, cfg: SegmentationConfig) -> dict[str, Any]:
     """Everything that changes a segmentation's content: the cache's settings key is its hash."""
     from dataclasses import asdict
 

@@ -17,7 +17,7 @@ import numpy as np
 from hpacam.images import ImageReadError, ReadOptions, channel_path, read_channel_file, write_png
 from hpacam.segmentation.cache import CacheKey, MaskCache, hash_arrays, hash_files, settings_key
 from hpacam.segmentation.core import (Backend, Channels, Segmentation, SegmentationError, as_channels,
-                                      check_channels, describe, finish, make_backend)
+                                      check_channels, content_settings, finish_segmentation, make_backend)
 from hpacam.segmentation.settings import SegmentationConfig
 
 log = logging.getLogger(__name__)
@@ -63,7 +63,7 @@ class Segmenter:
         self.backend = backend or make_backend(cfg)
         self.cache = _resolve_cache(cache, cfg)
         self.cache_write_failed = False
-        self.description = describe(self.backend, cfg)
+        self.description = content_settings(self.backend, cfg)
         self.settings_key = settings_key(self.description)
 
     def file_key(self, folder: str | os.PathLike, image_id: str) -> CacheKey:
@@ -103,7 +103,7 @@ class Segmenter:
         cached = self.lookup(key) if key is not None else None
         if cached is not None:
             return cached
-        result = finish(*self.backend.label(channels), self.cfg, self.backend.name)
+        result = finish_segmentation(*self.backend.label(channels), self.cfg, self.backend.name)
         if key is not None:
             self.remember(key, result)
         return result
@@ -134,7 +134,8 @@ class Segmenter:
         becomes a SegmentationError naming the backend and the image, one line for the user.
         """
         try:
-            return [finish(cells, nuclei, self.cfg, self.backend.name) for cells, nuclei in self.backend.label_many(images)]
+            return [finish_segmentation(cells, nuclei, self.cfg, self.backend.name)
+                    for cells, nuclei in self.backend.label_many(images)]
         except (SegmentationError, MemoryError):
             raise
         except Exception as exc:

@@ -17,8 +17,11 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from hpacam.demo import METHOD, ROOT, Demo, DemoConfig, run_demo
 from hpacam.fileio import atomic_write_text
+
+# tools/demo.py and tools/stages.py, beside this script
+from demo import METHOD, ROOT, Demo, DemoConfig, run_demo
+from stages import scored_set_options, sources_override, stage_command
 
 
 @dataclass
@@ -74,7 +77,7 @@ REFERENCES = [
 def reusable_demo(folder: Path, seed: int) -> Demo | None:
     """The finished demo in `folder` if it was made with today's settings for this seed, else None.
 
-    A demo made before a stage was added, by an older method (`hpacam.demo.METHOD`) or with other
+    A demo made before a stage was added, by an older method (`METHOD` of tools/demo.py) or with other
     settings is not this pipeline: rerun it.
     """
     metrics_path = folder / "metrics.json"
@@ -110,24 +113,24 @@ def train_other_cam(demo: Demo, train: Path) -> Path:
     if not checkpoint.is_file():
         cfg = demo.cfg
         epochs = cfg.cam_epochs * 2 if mode == "plain" else max(1, cfg.cam_epochs // 2)
-        demo.run(f"train {mode} CAM", "train-cam-model/train_cam.py", "--config", cfg.cam_recipe,
-                 f"run_dir={checkpoint.parent}", f"data.sources=[{{images: {train / 'images'}, "
-                 f"labels: {train / 'labels.csv'}}}]", f"data.image_size={cfg.cam_image_size}", "data.fold=-1",
-                 f"train.epochs={epochs}", "train.progress=false", f"train.seed={cfg.seed}", f"loss.mode={mode}",
-                 f"data.cache_images={str(cfg.cam_cache).lower()}")
+        demo.run(f"train {mode} CAM", *stage_command(
+            "train_cam", f"run_dir={checkpoint.parent}", sources_override(train),
+            f"data.image_size={cfg.cam_image_size}", "data.fold=-1", f"train.epochs={epochs}", "train.progress=false",
+            f"train.seed={cfg.seed}", f"loss.mode={mode}", f"data.cache_images={str(cfg.cam_cache).lower()}",
+            config=cfg.cam_recipe))
     return checkpoint
 
 
 def fit_variant_regressor(demo: Demo, train: Path, checkpoint: Path, name: str, extra: list[str]) -> Path:
     folder = demo.out / "ablation" / f"regressor_{name}"
     if not any((folder / "regressor").glob("*.npz")):
-        demo.run(f"extract intensities ({name})", "train-gradboost-regressor/extract_intensities.py",
-                 f"images={train / 'images'}", f"labels={train / 'labels.csv'}", f"checkpoints=[{checkpoint}]",
-                 f"out_dir={folder / 'intensities'}", "tta.scales=[1.0]",
-                 f"segmentation.cache.dir={demo.out / 'masks'}", *extra)
-        demo.run(f"fit regressor ({name})", "train-gradboost-regressor/train_grad_boost.py",
-                 f"intensities={folder / 'intensities' / 'intensities.csv'}", f"out_dir={folder / 'regressor'}",
-                 f"regressor.n_estimators={demo.cfg.regressor_estimators}")
+        demo.run(f"extract intensities ({name})", *stage_command(
+            "extract_intensities", f"images={train / 'images'}", f"labels={train / 'labels.csv'}",
+            f"checkpoints=[{checkpoint}]", f"out_dir={folder / 'intensities'}", "tta.scales=[1.0]",
+            f"segmentation.cache.dir={demo.out / 'masks'}", *extra))
+        demo.run(f"fit regressor ({name})", *stage_command(
+            "train_grad_boost", f"intensities={folder / 'intensities' / 'intensities.csv'}",
+            f"out_dir={folder / 'regressor'}", f"regressor.n_estimators={demo.cfg.regressor_estimators}"))
     return next((folder / "regressor").glob("*.npz"))
 
 
@@ -147,11 +150,10 @@ def train_variant_cell_model(demo: Demo, train: Path, name: str) -> Path:
         cfg = demo.cfg
         epochs = [f"train.epochs={cfg.cell_epochs}"] if cfg.cell_epochs else []
         options = [o.format(cam=demo.out / "cam" / "last.pt") for o in CELL_OPTIONS[name]]
-        demo.run(f"train cell model ({name})", "train-cell-model/train_cell.py", "--config", cfg.cell_recipe,
-                 f"run_dir={checkpoint.parent}", f"data.sources=[{{images: {train / 'images'}, "
-                 f"labels: {train / 'labels.csv'}}}]", "data.fold=-1", f"cells.segmentation.cache.dir={demo.out / 'masks'}",
-                 f"cells.crops.cache_dir={demo.out / 'crops'}", *options, *epochs, "train.progress=false",
-                 f"train.seed={cfg.seed}")
+        demo.run(f"train cell model ({name})", *stage_command(
+            "train_cell", f"run_dir={checkpoint.parent}", sources_override(train), "data.fold=-1",
+            f"cells.segmentation.cache.dir={demo.out / 'masks'}", f"cells.crops.cache_dir={demo.out / 'crops'}",
+            *options, *epochs, "train.progress=false", f"train.seed={cfg.seed}", config=cfg.cell_recipe))
     return checkpoint
 
 
@@ -187,18 +189,18 @@ def score_variant(demo: Demo, variant: Variant, cams: dict, regressors: dict) ->
     config = demo.out / "inference.yaml"
     if not variant.fixed or variant.grid:
         config = folder / "tuned.yaml"
-        demo.run(f"tune ({variant.key})", "-m", "hpacam.tuning", "--config", str(demo.out / "inference.base.yaml"),
-                 "--images", str(public / "images"), "--sample", str(public / "sample_submission.csv"),
-                 "--truth", str(public / "truth.csv"), "--out", str(config), *models,
-                 *[o for o in variant.fixed if o.startswith("image_models")], *variant.grid)  # options last: they take lists
+        demo.run(f"tune ({variant.key})", *stage_command(
+            "tune", *scored_set_options(public, truth=True), "--out", config, *models,
+            *[o for o in variant.fixed if o.startswith("image_models")], *variant.grid,  # options last: they take lists
+            config=demo.out / "inference.base.yaml"))
         models_args: list[str] = []
         public_score = chosen_public_score(folder / "tuned.csv")
     else:
         models_args, public_score = [*models, *variant.fixed], None
     pred = folder / "private.csv"
-    demo.run(f"inference ({variant.key})", "inference/inference.py", "--config", str(config), "--images",
-             str(private / "images"), "--sample", str(private / "sample_submission.csv"), "--out", str(pred),
-             "visualise=0", "write_image_probs=false", *models_args)
+    demo.run(f"inference ({variant.key})", *stage_command(
+        "inference", *scored_set_options(private), "--out", pred, "visualise=0", "write_image_probs=false",
+        *models_args, config=config))
     return demo.evaluate("ablation", variant.key, private / "truth.csv", pred), public_score
 
 
@@ -253,7 +255,7 @@ def format_table(results: dict[int, dict[str, dict[str, float]]]) -> list[str]:
 
 def write_doc(path: Path, results: dict[int, dict[str, float]], cfg: DemoConfig, minutes: float) -> Path:
     lines = ["# Ablation", "",
-             "Written by `make ablation` (`python -m hpacam.ablation`); do not edit by hand. Each seed makes "
+             "Written by `make ablation` (`python tools/ablation.py`); do not edit by hand. Each seed makes "
              f"its own synthetic sets ({cfg.n_train} training, {cfg.n_public} public and {cfg.n_private} private "
              f"images at {cfg.image_size} px) and trains the demo's tiny models on CPU. Each row changes one "
              "thing from the demo's pipeline; its blend is chosen on `public` over the grid the row allows, and "

@@ -1,4 +1,4 @@
-"""Segment a folder of HPA images: `python -m hpacam.segment --images DIR --out DIR [--workers N]`.
+"""Segment a folder of HPA images: `python -m hpacam.segmentation --images DIR --out DIR [--workers N]`.
 
 Writes `OUT/{ID}.png`, a 16-bit cell label image (0 = background, cells 1..N) in the format of
 the synthetic truth's `cells/`, and `OUT/border.csv` with every cell's border flags. Images are
@@ -34,7 +34,7 @@ from hpacam.segmentation.core import Segmentation, SegmentationError
 from hpacam.segmentation.folder import Segmenter, write_label_png
 from hpacam.segmentation.settings import SegmentationConfig, SegmentRunConfig
 
-log = logging.getLogger("hpacam.segment")
+log = logging.getLogger(__name__)
 BORDER_COLUMNS = ("image_id", "cell", "area", "contact_length", "contact_ratio", "area_share", "is_border")
 
 
@@ -134,7 +134,7 @@ def border_csv(outcomes: Sequence[Outcome]) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m hpacam.segment", description=__doc__.split("\n\n")[0],
+    parser = argparse.ArgumentParser(prog="python -m hpacam.segmentation", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=Path, required=True, help="folder of {ID}_{red,green,blue,yellow}.png")
     parser.add_argument("--out", type=Path, required=True, help="folder for {ID}.png label images and border.csv")

@@ -2,7 +2,7 @@
 
 For each image: segment it (through the mask cache), run every CAM checkpoint with the same
 test-time augmentation as inference, and compute every cell's intensity for every class with
-`hpacam.intensities.cell_intensities`. The target of a (cell, class) row is the image-level
+`hpacam.regressor.intensities.cell_intensities`. The target of a (cell, class) row is the image-level
 label: all a real user has. It is only a fair per-cell target for single-label images (every
 cell of a single-label image shows that label), hence `select=single` by default, as the
 original solution did.
@@ -24,15 +24,15 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from hpacam.calibration import INTENSITY_COLUMNS, feature_frame
 from hpacam.cam.tta import TTAConfig
 from hpacam.classes import NUM_CLASSES
 from hpacam.config import check_at_least, check_unit_interval
 from hpacam.devices import check_device
 from hpacam.fileio import atomic_path
 from hpacam.images import ReadOptions, id_file, read_image
-from hpacam.intensities import Activation, cell_intensities
 from hpacam.labels import multi_hot, read_labels
+from hpacam.regressor.calibration import INTENSITY_COLUMNS, feature_frame
+from hpacam.regressor.intensities import Activation, cell_intensities
 from hpacam.segmentation import SegmentationConfig, Segmenter
 
 log = logging.getLogger(__name__)
@@ -111,7 +111,8 @@ def image_rows(image_id: str, model_name: str, result, probs: np.ndarray, border
 
 def extract(cfg: ExtractConfig) -> pd.DataFrame:
     """Run segmentation and every CAM model over the selected images; return the tidy table."""
-    from hpacam.cam.tta import load_cam_models, predict_activated_maps
+    from hpacam.cam.loading import load_cam_models
+    from hpacam.cam.tta import predict_activated_maps
 
     if not cfg.checkpoints:
         raise ValueError("no CAM checkpoints given (checkpoints=[path/best.pt, ...])")

@@ -16,10 +16,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from hpacam.calibration import (INTENSITY_COLUMNS, CalibrationRegressor, RegressorConfig, SigmoidCalibration,
-                                feature_matrix, fit_regressor, save_regressor, sigmoid_per_image)
 from hpacam.classes import CLASS_NAMES
 from hpacam.fileio import atomic_write_text
+from hpacam.regressor.calibration import (INTENSITY_COLUMNS, CalibrationRegressor, RegressorConfig,
+                                          SigmoidCalibration, feature_matrix, fit_regressor, save_regressor,
+                                          sigmoid_per_image)
 
 log = logging.getLogger(__name__)
 

@@ -27,6 +27,10 @@ import numpy as np
 
 from hpacam.fileio import atomic_write_text
 
+# tools/stages.py, beside this script (tools/ is not a package: scripts import each other by name)
+from stages import (base_inference_config, scored_set_options, sources_override, stage_command,
+                    write_inference_config)
+
 ROOT = Path(__file__).resolve().parent.parent
 # What the demo's numbers depend on beyond its config: bumped when the tuner or the blend changes, so
 # that `make ablation` does not reuse a demo whose figures an older method made.
@@ -151,9 +155,9 @@ def segment_sets(demo: Demo, sets: dict[str, Path]) -> None:
     The label images written here are the cells the baselines score.
     """
     for name, path in sets.items():
-        demo.run(f"segment {name}", "-m", "hpacam.segment", "--images", str(path / "images"), "--out",
-                 str(demo.out / "segmented" / name), "--cache-dir", str(demo.out / "masks"), "--workers",
-                 str(demo.cfg.workers))
+        demo.run(f"segment {name}", *stage_command("segment", "--images", path / "images", "--out",
+                                                   demo.out / "segmented" / name, "--cache-dir", demo.out / "masks",
+                                                   "--workers", demo.cfg.workers))
 
 
 # ----------------------------------------------------------------------------- training: images and labels only
@@ -161,18 +165,17 @@ def segment_sets(demo: Demo, sets: dict[str, Path]) -> None:
 
 def train_models(demo: Demo, train: Path) -> tuple[Path, Path | None]:
     cfg, out = demo.cfg, demo.out
-    images, labels = train / "images", train / "labels.csv"
-    demo.run("train CAM model", "train-cam-model/train_cam.py", "--config", cfg.cam_recipe,
-             f"run_dir={out / 'cam'}", f"data.sources=[{{images: {images}, labels: {labels}}}]",
-             f"data.image_size={cfg.cam_image_size}", "data.fold=-1", f"train.epochs={cfg.cam_epochs}",
-             f"loss.mode={cfg.cam_loss}", f"data.cache_images={str(cfg.cam_cache).lower()}", "train.progress=false",
-             f"train.seed={cfg.seed}")
+    demo.run("train CAM model", *stage_command(
+        "train_cam", f"run_dir={out / 'cam'}", sources_override(train), f"data.image_size={cfg.cam_image_size}",
+        "data.fold=-1", f"train.epochs={cfg.cam_epochs}", f"loss.mode={cfg.cam_loss}",
+        f"data.cache_images={str(cfg.cam_cache).lower()}", "train.progress=false", f"train.seed={cfg.seed}",
+        config=cfg.cam_recipe))
     if not cfg.keras_recipe:
         return out / "cam" / "last.pt", None
     epochs = [f"train.epochs={cfg.keras_epochs}"] if cfg.keras_epochs else []
-    demo.run("train image-level Keras model", "train-image-level-model/train_img.py", "--config", cfg.keras_recipe,
-             f"run_dir={out / 'img'}", f"data.images={images}", f"data.labels={labels}", *epochs,
-             f"seed={cfg.seed}", "deterministic=true")
+    demo.run("train image-level Keras model", *stage_command(
+        "train_img", f"run_dir={out / 'img'}", f"data.images={train / 'images'}", f"data.labels={train / 'labels.csv'}",
+        *epochs, f"seed={cfg.seed}", "deterministic=true", config=cfg.keras_recipe))
     return out / "cam" / "last.pt", out / "img" / "best.keras"
 
 
@@ -183,14 +186,14 @@ def fit_regressor(demo: Demo, train: Path, checkpoint: Path) -> Path:
     gives more data and the test set's mix of label sets (docs/ablation.md compares both).
     """
     out = demo.out
-    demo.run("extract intensities", "train-gradboost-regressor/extract_intensities.py", f"images={train / 'images'}",
-             f"labels={train / 'labels.csv'}", f"checkpoints=[{checkpoint}]", f"out_dir={out / 'intensities'}",
-             f"select={demo.cfg.regressor_select}", "targets=image_labels", f"max_images={demo.cfg.extract_images}",
-             "tta.scales=[1.0]",
-             f"segmentation.cache.dir={out / 'masks'}")
-    demo.run("fit regressor", "train-gradboost-regressor/train_grad_boost.py",
-             f"intensities={out / 'intensities' / 'intensities.csv'}", f"out_dir={out / 'regressor'}",
-             f"regressor.n_estimators={demo.cfg.regressor_estimators}")
+    demo.run("extract intensities", *stage_command(
+        "extract_intensities", f"images={train / 'images'}", f"labels={train / 'labels.csv'}",
+        f"checkpoints=[{checkpoint}]", f"out_dir={out / 'intensities'}", f"select={demo.cfg.regressor_select}",
+        "targets=image_labels", f"max_images={demo.cfg.extract_images}", "tta.scales=[1.0]",
+        f"segmentation.cache.dir={out / 'masks'}"))
+    demo.run("fit regressor", *stage_command(
+        "train_grad_boost", f"intensities={out / 'intensities' / 'intensities.csv'}", f"out_dir={out / 'regressor'}",
+        f"regressor.n_estimators={demo.cfg.regressor_estimators}"))
     return next((out / "regressor").glob("*.npz"))
 
 
@@ -202,39 +205,30 @@ def train_cell_model(demo: Demo, train: Path, checkpoint: Path) -> Path | None:
     epochs = [f"train.epochs={cfg.cell_epochs}"] if cfg.cell_epochs else []
     pseudo = [f"cells.pseudo.threshold={cfg.cell_pseudo_threshold}",
               f"cells.pseudo.cam_checkpoints=[{checkpoint}]"] if cfg.cell_pseudo_threshold > 0 else []
-    demo.run("train cell model", "train-cell-model/train_cell.py", "--config", cfg.cell_recipe,
-             f"run_dir={out / 'cell'}", f"data.sources=[{{images: {train / 'images'}, labels: {train / 'labels.csv'}}}]",
-             "data.fold=-1", f"cells.segmentation.cache.dir={out / 'masks'}", f"cells.crops.cache_dir={out / 'crops'}",
-             *epochs, *pseudo, "train.progress=false", f"train.seed={cfg.seed}")
+    demo.run("train cell model", *stage_command(
+        "train_cell", f"run_dir={out / 'cell'}", sources_override(train), "data.fold=-1",
+        f"cells.segmentation.cache.dir={out / 'masks'}", f"cells.crops.cache_dir={out / 'crops'}", *epochs, *pseudo,
+        "train.progress=false", f"train.seed={cfg.seed}", config=cfg.cell_recipe))
     return out / "cell" / "last.pt"
+
+
+BASE_HEADER = """# Written by `make demo`: the models before tuning. inference.yaml is this file with the blend
+# chosen on the public set by python -m hpacam.tuning.
+"""
 
 
 def write_base_config(demo: Demo, checkpoint: Path, keras_model: Path | None, regressor: Path,
                       cell_model: Path | None = None) -> Path:
     """The models and fixed settings; the blend is left to the tuner, which chooses it on `public`."""
-    text = f"""# Written by `make demo`: the models before tuning. inference.yaml is this file with the blend
-# chosen on the public set by python -m hpacam.tuning.
-cam_models:
-  - checkpoint: {checkpoint}
-    regressor: {regressor}
-image_models: {f"[{{model: {keras_model}}}]" if keras_model else "[]"}
-cell_models: {f"[{{checkpoint: {cell_model}}}]" if cell_model else "[]"}
-tta:
-  scales: [1.0]
-segmentation:
-  cache:
-    dir: {demo.out / 'masks'}
-device: cpu
-"""
-    return atomic_write_text(demo.out / "inference.base.yaml", text)
+    cfg = base_inference_config(checkpoint, regressor, demo.out / "masks", keras_model, cell_model, device="cpu")
+    return write_inference_config(demo.out / "inference.base.yaml", cfg, BASE_HEADER)
 
 
 def tune_on_public(demo: Demo, public: Path, base: Path) -> Path:
     tuned = demo.out / "inference.yaml"
-    demo.run("tune the blend on public", "-m", "hpacam.tuning", "--config", str(base), "--images",
-             str(public / "images"), "--sample", str(public / "sample_submission.csv"), "--truth",
-             str(public / "truth.csv"), "--out", str(tuned), "--submission",
-             str(demo.out / "public" / "submission.csv"))
+    demo.run("tune the blend on public", *stage_command(
+        "tune", *scored_set_options(public, truth=True), "--out", tuned, "--submission",
+        demo.out / "public" / "submission.csv", config=base))
     if demo.cfg.cell_recipe:
         demo.metrics["public"].update(public_cell_model_rows(demo.out / "inference.csv", tuned_blend(demo)))
     return tuned
@@ -271,9 +265,8 @@ def score_set(demo: Demo, part: str, data: Path, config: Path, submission: Path)
     out, truth, sample = submission.parent, data / "truth.csv", data / "sample_submission.csv"
     preds = demo.out / "predictions" / part
     if part == "private":
-        demo.run(f"inference {part}", "inference/inference.py", "--config", str(config), "--images",
-                 str(data / "images"), "--sample", str(sample), "--out", str(submission), "--pictures",
-                 str(out / "pictures"), "visualise=2")
+        demo.run(f"inference {part}", *stage_command("inference", *scored_set_options(data), "--out", submission,
+                                                     "--pictures", out / "pictures", "visualise=2", config=config))
     demo.evaluate(part, "pipeline", truth, submission)
     probs = submission.with_suffix(".image_probs.csv")
     image_json = demo.out / "scores" / part / "image_level.json"
