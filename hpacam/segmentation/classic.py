@@ -27,6 +27,7 @@ side, so the same numbers serve every image size.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import asdict, dataclass
 from typing import Sequence
 
@@ -39,7 +40,11 @@ from skimage.morphology import h_maxima
 from skimage.segmentation import watershed
 
 from hpacam.segmentation.core import Channels, LabelPair
+from hpacam.segmentation.nucleus_scale import estimate_nucleus_px
 from hpacam.segmentation.settings import ClassicSettings, SegmentationConfig
+
+LOG = logging.getLogger(__name__)
+FALLBACK_DIAMETER = 0.09  # of the longer side, for an image without a blob to measure (HPA's typical size)
 
 
 @dataclass(frozen=True)
@@ -54,15 +59,30 @@ class Scale:
         return np.pi / 4.0 * self.nucleus_px ** 2
 
 
-def working_scale(shape: tuple[int, int], settings: ClassicSettings) -> Scale:
+def working_shape(shape: tuple[int, int], settings: ClassicSettings) -> tuple[int, int]:
     """Shrink so the longer side is `work_size` (never enlarge)."""
     height, width = shape
     factor = min(1.0, settings.work_size / max(height, width))
-    work_shape = (max(1, round(height * factor)), max(1, round(width * factor)))
-    return Scale(work_shape, settings.nucleus_diameter * max(work_shape))
+    return max(1, round(height * factor)), max(1, round(width * factor))
 
 
-def to_working(channel: np.ndarray, scale: Scale, percentile: float) -> np.ndarray:
+def nucleus_scale(work_shape: tuple[int, int], blue: np.ndarray, settings: ClassicSettings) -> Scale:
+    """The nucleus diameter: `nucleus_diameter` when set, else measured on the working blue plane.
+
+    An image with no blob to measure (blank, pure noise) falls back to FALLBACK_DIAMETER; nothing
+    will be found in it anyway.
+    """
+    if settings.nucleus_diameter is not None:
+        return Scale(work_shape, settings.nucleus_diameter * max(work_shape))
+    measured = estimate_nucleus_px(blue)
+    if measured is None:
+        measured = FALLBACK_DIAMETER * max(work_shape)
+    LOG.info("classic segmentation: estimated nucleus diameter %.1f px of a %d px working image (%.3f)",
+             measured, max(work_shape), measured / max(work_shape))
+    return Scale(work_shape, measured)
+
+
+def to_working(channel: np.ndarray, work_shape: tuple[int, int], percentile: float) -> np.ndarray:
     """Area-resize one channel and divide it by its percentile (0 stays 0 for a blank channel).
 
     8- and 16-bit channels are resized as they are (no full-size float copy: that conversion
@@ -71,8 +91,8 @@ def to_working(channel: np.ndarray, scale: Scale, percentile: float) -> np.ndarr
     plane = np.asarray(channel)
     if plane.dtype not in (np.uint8, np.uint16, np.float32):
         plane = plane.astype(np.float32)
-    if plane.shape != scale.work_shape:
-        plane = cv2.resize(plane, scale.work_shape[::-1], interpolation=cv2.INTER_AREA)
+    if plane.shape != work_shape:
+        plane = cv2.resize(plane, work_shape[::-1], interpolation=cv2.INTER_AREA)
     plane = plane.astype(np.float32)
     top = float(np.percentile(plane, percentile))
     return plane / top if top > 0 else np.zeros_like(plane)
@@ -91,25 +111,93 @@ def otsu_level(image: np.ndarray) -> float | None:
     return float(threshold_otsu(image))
 
 
-def nucleus_objects(blue: np.ndarray, scale: Scale, settings: ClassicSettings) -> tuple[np.ndarray, np.ndarray]:
-    """Connected blue objects above the threshold, holes filled, and each one's contrast.
+def background_and_spread(smoothed: np.ndarray, level: float) -> tuple[float, float]:
+    """Median and robust spread (1.4826 MAD) of the pixels below Otsu's level.
 
-    Contrast = (mean smoothed blue of the object - background) / background spread, both taken
-    from the pixels below the threshold. Nuclei stand 8+ spreads above their background; the
-    blobs Otsu's threshold cuts out of a field of pure noise stand about 3.
+    Robust because dim nuclei fall below a level set by bright ones: a plain standard deviation
+    would count them as background noise and raise every noise bound with the brightness spread.
+    """
+    below = smoothed[smoothed <= level]
+    if not below.size:
+        return 0.0, 0.0
+    background = float(np.median(below))
+    return background, 1.4826 * float(np.median(np.abs(below - background)))
+
+
+def intensity_regions(above: np.ndarray, floor: float, scale: Scale, settings: ClassicSettings) -> np.ndarray:
+    """One watershed region per blue peak, inside the pixels above `floor`.
+
+    Peaks are the local maxima of the blue smoothed at `seed_sigma` nucleus diameters (about a
+    nucleus's core: chromatin texture and nucleoli smooth away, two touching nuclei keep their
+    two peaks); the regions follow the dim valleys between them, so a dim nucleus next to a
+    bright one gets its own region instead of the bright one's halo.
+    """
+    mask = above > floor
+    if not mask.any():
+        return np.zeros(above.shape, dtype=np.int32)
+    blurred = smooth(above, settings.seed_sigma * scale.nucleus_px)
+    spacing = max(1, int(round(settings.seed_spacing * scale.nucleus_px)))
+    peaks = (blurred == ndimage.maximum_filter(blurred, size=2 * spacing + 1)) & mask & (blurred > floor)
+    seeds = ndimage.label(peaks)[0]
+    return watershed(-above, seeds, mask=mask).astype(np.int32)
+
+
+def cut_each_region(regions: np.ndarray, above: np.ndarray, settings: ClassicSettings) -> np.ndarray:
+    """Keep, per region, the pixels above `region_cut` x the region's bright level (its 95th percentile).
+
+    The threshold of each nucleus follows its own brightness (a half-maximum-like contour), so
+    a nucleus 10x dimmer than its neighbour keeps its full outline and a bright one loses its
+    blur halo. Holes left by nucleoli are filled and the filled pixels given to the surrounding
+    region.
+    """
+    n = int(regions.max())
+    if n == 0:
+        return regions
+    bright = region_percentile(above, regions, n, 95.0)
+    limits = np.concatenate([[np.inf], settings.region_cut * bright]).astype(np.float32)
+    kept = np.where(above >= limits[regions], regions, 0)
+    filled = ndimage.binary_fill_holes(kept > 0)
+    return watershed(-above, kept, mask=filled).astype(np.int32)
+
+
+def region_percentile(values: np.ndarray, regions: np.ndarray, n: int, q: float) -> np.ndarray:
+    """Per-region q-th percentile of `values` (regions 1..n), by one sort of the labelled pixels."""
+    inside = regions > 0
+    labels, vals = regions[inside], values[inside]
+    order = np.lexsort((vals, labels))
+    labels, vals = labels[order], vals[order]
+    starts = np.searchsorted(labels, np.arange(1, n + 1))
+    ends = np.searchsorted(labels, np.arange(1, n + 1), side="right")
+    out = np.zeros(n, dtype=np.float32)
+    has = ends > starts
+    picks = starts[has] + ((ends[has] - 1 - starts[has]) * q / 100.0).astype(np.int64)
+    out[has] = vals[picks]
+    return out
+
+
+def nucleus_objects(blue: np.ndarray, scale: Scale, settings: ClassicSettings) -> tuple[np.ndarray, np.ndarray]:
+    """Blue objects, one per nucleus as far as brightness tells, and each one's contrast.
+
+    The candidates are everything above a low floor (`floor_level` of the way from the
+    background to Otsu's level, and `min_nucleus_contrast` background spreads), so nuclei far
+    dimmer than the bright ones that set Otsu's level are kept; each is then cut at its own
+    level (`cut_each_region`). Contrast = (mean smoothed blue of the object - background) /
+    background spread: nuclei stand 8+ spreads above their background; the blobs cut out of
+    a field of pure noise stand about 3.
     """
     smoothed = smooth(blue, settings.blue_sigma * scale.nucleus_px)
     level = otsu_level(smoothed)
     if level is None:
         return np.zeros(blue.shape, dtype=np.int32), np.zeros(0)
-    level *= settings.nucleus_threshold_scale
-    objects = ndimage.label(ndimage.binary_fill_holes(smoothed > level))[0].astype(np.int32)
-    below = smoothed[smoothed <= level]
-    background, spread = (float(np.median(below)), float(below.std())) if below.size else (0.0, 0.0)
+    background, spread = background_and_spread(smoothed, level)
+    above = np.maximum(smoothed - background, 0.0).astype(np.float32)
+    floor = max(settings.floor_level * (level - background), settings.min_nucleus_contrast * spread)
+    objects = cut_each_region(intensity_regions(above, floor, scale, settings), above, settings)
+    objects = measure.label(objects, background=0, connectivity=1).astype(np.int32)
     n = int(objects.max())
-    sums = np.bincount(objects.ravel(), weights=smoothed.ravel(), minlength=n + 1)[1:]
+    sums = np.bincount(objects.ravel(), weights=above.ravel(), minlength=n + 1)[1:]
     means = sums / np.maximum(np.bincount(objects.ravel(), minlength=n + 1)[1:], 1)
-    contrast = (means - background) / spread if spread > 0 else np.full(n, np.inf)
+    contrast = means / spread if spread > 0 else np.full(n, np.inf)
     return objects, contrast
 
 
@@ -298,7 +386,7 @@ def check_settings(settings: ClassicSettings) -> None:
     problems = []
     if settings.work_size < 32:
         problems.append(f"work_size must be >= 32, got {settings.work_size}")
-    if not 0 < settings.nucleus_diameter < 1:
+    if settings.nucleus_diameter is not None and not 0 < settings.nucleus_diameter < 1:
         problems.append(f"nucleus_diameter is a fraction of the longer side, in (0, 1), got {settings.nucleus_diameter}")
     for name in ("percentile", "background_percentile"):
         if not 0 <= getattr(settings, name) <= 100:
@@ -328,8 +416,9 @@ class ClassicBackend:
 
     def label(self, channels: Channels) -> LabelPair:
         shape = np.shape(channels["blue"])
-        scale = working_scale(shape, self.config)
-        planes = {name: to_working(channels[name], scale, self.config.percentile) for name in self.channels}
+        work_shape = working_shape(shape, self.config)
+        planes = {name: to_working(channels[name], work_shape, self.config.percentile) for name in self.channels}
+        scale = nucleus_scale(work_shape, planes["blue"], self.config)
         cells, nuclei = label_working(planes, scale, self.config)
         return to_full_size(cells, shape), to_full_size(nuclei, shape)
 
