@@ -127,19 +127,20 @@ def background_and_spread(smoothed: np.ndarray, level: float) -> tuple[float, fl
 def intensity_regions(above: np.ndarray, floor: float, scale: Scale, settings: ClassicSettings) -> np.ndarray:
     """One watershed region per blue peak, inside the pixels above `floor`.
 
-    Peaks are the local maxima of the blue smoothed at `seed_sigma` nucleus diameters (about a
-    nucleus's core: chromatin texture and nucleoli smooth away, two touching nuclei keep their
-    two peaks); the regions follow the dim valleys between them, so a dim nucleus next to a
-    bright one gets its own region instead of the bright one's halo.
+    Peaks are the h-maxima of the logarithm of the blue smoothed at `seed_sigma` nucleus
+    diameters (about a nucleus's core: chromatin texture and nucleoli smooth away): a peak must
+    stand `seed_depth` (relative) above the saddle to any brighter one, the same for a dim
+    nucleus as for a bright one, so a dim nucleus touching a bright one keeps its own peak (a
+    fixed-size maximum filter would hand it to the bright one). The regions follow the dim
+    valleys between the peaks, so the dim nucleus gets its own region, not the bright one's halo.
     """
     mask = above > floor
     if not mask.any():
         return np.zeros(above.shape, dtype=np.int32)
     blurred = smooth(above, settings.seed_sigma * scale.nucleus_px)
-    spacing = max(1, int(round(settings.seed_spacing * scale.nucleus_px)))
-    peaks = (blurred == ndimage.maximum_filter(blurred, size=2 * spacing + 1)) & mask & (blurred > floor)
-    seeds = ndimage.label(peaks)[0]
-    return watershed(-above, seeds, mask=mask).astype(np.int32)
+    logged = np.log(np.maximum(blurred, floor)).astype(np.float32)
+    peaks = object_maxima(logged - float(logged.min()), ndimage.label(mask)[0], float(np.log1p(settings.seed_depth)))
+    return watershed(-above, ndimage.label(peaks)[0], mask=mask).astype(np.int32)
 
 
 def cut_each_region(regions: np.ndarray, above: np.ndarray, settings: ClassicSettings) -> np.ndarray:

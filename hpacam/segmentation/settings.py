@@ -22,9 +22,9 @@ class ClassicSettings:
     nucleus_diameter: Optional[float] = None  # typical nucleus diameter, fraction of the longer side; None: measured
     blue_sigma: float = 0.04  # Gaussian smoothing of blue, in nucleus diameters
     floor_level: float = 0.1  # nucleus candidates: above this far from background to Otsu's level
-    seed_sigma: float = 0.2  # smoothing of blue for the nucleus peaks, in nucleus diameters
-    seed_spacing: float = 0.35  # two nucleus peaks are at least this far apart, in diameters
-    region_cut: float = 0.35  # each nucleus keeps pixels above this x its own bright level
+    seed_sigma: float = 0.1  # smoothing of blue for the nucleus peaks, in nucleus diameters
+    seed_depth: float = 0.1  # a nucleus peak stands this much (relative) above the saddle to a brighter one
+    region_cut: float = 0.5  # each nucleus keeps pixels above this x its own bright level
     min_nucleus_area: float = 0.12  # smaller blue objects are debris, in typical nucleus areas
     min_nucleus_contrast: float = 4.0  # nuclei stand this many background spreads above it (noise: ~3)
     chromatin_brightness: float = 1.1  # mitotic chromatin: >= this x the median nucleus brightness...
