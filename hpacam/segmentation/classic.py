@@ -138,8 +138,10 @@ def intensity_regions(above: np.ndarray, floor: float, scale: Scale, settings: C
     if not mask.any():
         return np.zeros(above.shape, dtype=np.int32)
     blurred = smooth(above, settings.seed_sigma * scale.nucleus_px)
-    logged = np.log(np.maximum(blurred, floor)).astype(np.float32)
-    peaks = object_maxima(logged - float(logged.min()), ndimage.label(mask)[0], float(np.log1p(settings.seed_depth)))
+    logged = np.log(np.maximum(blurred, floor) / floor).astype(np.float32)
+    distance = cv2.distanceTransform(mask.astype(np.uint8), cv2.DIST_L2, 5)
+    surface = logged + settings.seed_shape_weight * np.minimum(distance / scale.nucleus_px, 0.5)
+    peaks = object_maxima(surface, ndimage.label(mask)[0], float(np.log1p(settings.seed_depth)))
     return watershed(-above, ndimage.label(peaks)[0], mask=mask).astype(np.int32)
 
 

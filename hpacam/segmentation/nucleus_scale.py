@@ -19,7 +19,7 @@ from scipy import ndimage
 from skimage.filters import threshold_otsu
 
 MIN_BLOB_PX = 9  # smaller blobs at the working resolution are noise, not nuclei
-INSCRIBED_CAP = 1.15  # a round nucleus: equivalent diameter = 2 x inscribed radius; ovals a bit more
+INSCRIBED_CAP = 1.0  # a round nucleus: equivalent diameter = 2 x inscribed radius; ovals a bit more
 DIAMETER_RANGE = (0.012, 0.3)  # of the longer working side: the estimate is clipped to this
 
 

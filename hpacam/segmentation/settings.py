@@ -22,7 +22,8 @@ class ClassicSettings:
     nucleus_diameter: Optional[float] = None  # typical nucleus diameter, fraction of the longer side; None: measured
     blue_sigma: float = 0.04  # Gaussian smoothing of blue, in nucleus diameters
     floor_level: float = 0.1  # nucleus candidates: above this far from background to Otsu's level
-    seed_sigma: float = 0.1  # smoothing of blue for the nucleus peaks, in nucleus diameters
+    seed_sigma: float = 0.12  # smoothing of blue for the nucleus peaks, in nucleus diameters
+    seed_shape_weight: float = 1.5  # weight of the distance to the edge (in diameters) added to log blue for the peaks
     seed_depth: float = 0.1  # a nucleus peak stands this much (relative) above the saddle to a brighter one
     region_cut: float = 0.5  # each nucleus keeps pixels above this x its own bright level
     min_nucleus_area: float = 0.12  # smaller blue objects are debris, in typical nucleus areas
@@ -31,7 +32,7 @@ class ClassicSettings:
     chromatin_max_area: float = 0.35  # ...and smaller than this (typical nucleus areas)
     min_chromatin_area: float = 0.03  # condensed chromatin is kept down to this area
     chromatin_pair_distance: float = 0.9  # anaphase: two pieces this close (centroids, in diameters) are one nucleus
-    split_depth: float = 0.12  # h-maxima depth of the distance map that splits touching nuclei, in diameters
+    split_depth: float = 0.06  # h-maxima depth of the distance map that splits touching nuclei, in diameters
     cyto_red: float = 1.0  # weights of the normalised channels in the cytoplasm signal
     cyto_yellow: float = 1.0
     cyto_blue: float = 0.5
@@ -40,7 +41,7 @@ class ClassicSettings:
     foreground_level: float = 0.16  # foreground: this far from background to Otsu's level
     cell_cut: float = 0.12  # a cell keeps pixels above this x its own median (over background)
     compactness: float = 0.0  # skimage watershed compactness (0 = follow the signal only)
-    min_cell_area: float = 0.5  # smaller cells are dropped, in typical nucleus areas
+    min_cell_area: float = 0.3  # smaller cells are dropped, in typical nucleus areas
     percentile: float = 99.5  # channels are divided by this percentile (bit depth and gain free)
 
 
