@@ -330,10 +330,37 @@ def grow_cells(nuclei: np.ndarray, signal: np.ndarray, scale: Scale, settings: C
     foreground = nuclei > 0
     if level is not None:
         foreground |= signal > level * settings.foreground_level
-    cells = watershed(-signal, nuclei, mask=foreground, compactness=settings.compactness)
+    seeds = add_orphan_seeds(nuclei, signal, foreground, level, scale, settings)
+    cells = watershed(-signal, seeds, mask=foreground, compactness=settings.compactness)
+    cells[cells > nuclei.max()] = 0  # the cells of missed nuclei: no nucleus, no cell
     cells = trim_dim_pixels(cells, signal, settings.cell_cut)
     cells[nuclei > 0] = nuclei[nuclei > 0]
     return keep_nucleus_pieces(cells, nuclei)
+
+
+def add_orphan_seeds(nuclei: np.ndarray, signal: np.ndarray, foreground: np.ndarray, level: float | None,
+                     scale: Scale, settings: ClassicSettings) -> np.ndarray:
+    """The nuclei plus seeds (labels above theirs) at cytoplasm peaks far from every nucleus.
+
+    A cell whose nucleus was missed still shows as a bright patch of cytoplasm with a dim seam
+    around it. Without a seed of its own the watershed hands all of it to a neighbour; with one
+    it stops at the seam, and the orphan's region is then dropped. A peak counts when it stands
+    `orphan_depth` (relative) above the saddle to any brighter one, on the cytoplasm smoothed
+    at `orphan_sigma` diameters, and lies `orphan_distance` diameters or more from any nucleus
+    (a cell's own cytoplasm peaks near its nucleus).
+    """
+    if settings.orphan_distance <= 0 or level is None or not level > 0:
+        return nuclei
+    blurred = smooth(signal, settings.orphan_sigma * scale.nucleus_px)
+    floor = settings.foreground_level * level
+    surface = np.log(np.maximum(blurred, floor) / floor).astype(np.float32)
+    peaks = object_maxima(surface, ndimage.label(foreground)[0], float(np.log1p(settings.orphan_depth)))
+    gaps = cv2.distanceTransform((nuclei == 0).astype(np.uint8), cv2.DIST_L2, 5)
+    peaks &= (gaps >= settings.orphan_distance * scale.nucleus_px) & (blurred > floor)
+    if not peaks.any():
+        return nuclei
+    orphans = ndimage.label(peaks)[0]
+    return np.where(orphans > 0, orphans + int(nuclei.max()), nuclei).astype(np.int32)
 
 
 def trim_dim_pixels(cells: np.ndarray, signal: np.ndarray, cut: float) -> np.ndarray:

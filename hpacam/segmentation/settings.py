@@ -40,6 +40,9 @@ class ClassicSettings:
     background_percentile: float = 1.0  # the background level of the cytoplasm signal
     foreground_level: float = 0.16  # foreground: this far from background to Otsu's level
     cell_cut: float = 0.12  # a cell keeps pixels above this x its own median (over background)
+    orphan_distance: float = 1.2  # a cytoplasm peak this far (diameters) from every nucleus is a cell whose nucleus was missed; 0 = off
+    orphan_sigma: float = 0.3  # smoothing of the cytoplasm for those peaks, in diameters
+    orphan_depth: float = 0.25  # such a peak stands this much (relative) above the saddle to a brighter one
     compactness: float = 0.0  # skimage watershed compactness (0 = follow the signal only)
     min_cell_area: float = 0.3  # smaller cells are dropped, in typical nucleus areas
     percentile: float = 99.5  # channels are divided by this percentile (bit depth and gain free)
