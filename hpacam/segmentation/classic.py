@@ -131,8 +131,11 @@ def intensity_regions(above: np.ndarray, floor: float, scale: Scale, settings: C
     diameters (about a nucleus's core: chromatin texture and nucleoli smooth away): a peak must
     stand `seed_depth` (relative) above the saddle to any brighter one, the same for a dim
     nucleus as for a bright one, so a dim nucleus touching a bright one keeps its own peak (a
-    fixed-size maximum filter would hand it to the bright one). The regions follow the dim
-    valleys between the peaks, so the dim nucleus gets its own region, not the bright one's halo.
+    fixed-size maximum filter would hand it to the bright one). The distance to the edge of the
+    candidates (`seed_shape_weight`, capped at half a diameter) adds a dome per round nucleus, so
+    a dim nucleus in a clump has a peak at its centre and chromatin texture adds none. The
+    regions are a watershed of that same surface: on raw intensity the noisy plateau of a dim
+    nucleus drains into the bright neighbour's blur tail and its seed keeps a few pixels.
     """
     mask = above > floor
     if not mask.any():
@@ -142,7 +145,7 @@ def intensity_regions(above: np.ndarray, floor: float, scale: Scale, settings: C
     distance = cv2.distanceTransform(mask.astype(np.uint8), cv2.DIST_L2, 5)
     surface = logged + settings.seed_shape_weight * np.minimum(distance / scale.nucleus_px, 0.5)
     peaks = object_maxima(surface, ndimage.label(mask)[0], float(np.log1p(settings.seed_depth)))
-    return watershed(-above, ndimage.label(peaks)[0], mask=mask).astype(np.int32)
+    return watershed(-surface, ndimage.label(peaks)[0], mask=mask).astype(np.int32)
 
 
 def cut_each_region(regions: np.ndarray, above: np.ndarray, settings: ClassicSettings) -> np.ndarray:
