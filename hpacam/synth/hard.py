@@ -63,6 +63,14 @@ CASES: dict[str, HardCases] = {
     "sparse": HardCases(cell_count=(3, 3)),
     "small": HardCases(nucleus_scale=0.5),
     "all": HardCases(brightness_spread=10.0, clumps=True, texture=2.5, focus_blur=0.4),
+    # the same options at other strengths: the figures must not hang on one generator setting
+    "spread-20": HardCases(brightness_spread=20.0),
+    "texture-5": HardCases(texture=5.0),
+    "blur-70": HardCases(focus_blur=0.7),
+    "dense-120": HardCases(cell_count=(100, 130)),
+    "small-35": HardCases(nucleus_scale=0.35),
+    "big": HardCases(nucleus_scale=1.5),
+    "clumps-spread": HardCases(clumps=True, brightness_spread=5.0),
 }
 
 
