@@ -198,7 +198,8 @@ def nucleus_objects(blue: np.ndarray, scale: Scale, settings: ClassicSettings) -
     background, spread = background_and_spread(smoothed, level)
     above = np.maximum(smoothed - background, 0.0).astype(np.float32)
     floor = max(settings.floor_level * (level - background), settings.min_nucleus_contrast * spread)
-    objects = cut_each_region(intensity_regions(above, floor, scale, settings), above, settings)
+    regions = intensity_regions(above, floor, scale, settings)
+    objects = cut_each_region(regions, smooth(above, settings.cut_sigma * scale.nucleus_px), settings)
     objects = measure.label(objects, background=0, connectivity=1).astype(np.int32)
     n = int(objects.max())
     sums = np.bincount(objects.ravel(), weights=above.ravel(), minlength=n + 1)[1:]

@@ -25,6 +25,7 @@ class ClassicSettings:
     seed_sigma: float = 0.12  # smoothing of blue for the nucleus peaks, in nucleus diameters
     seed_shape_weight: float = 1.5  # weight of the distance to the edge (in diameters) added to log blue for the peaks
     seed_depth: float = 0.1  # a nucleus peak stands this much (relative) above the saddle to a brighter one
+    cut_sigma: float = 0.0  # extra smoothing of blue for that cut, in diameters (0.05-0.1: smoother outlines of coarse chromatin, but clumps merge more)
     region_cut: float = 0.5  # each nucleus keeps pixels above this x its own bright level
     min_nucleus_area: float = 0.12  # smaller blue objects are debris, in typical nucleus areas
     min_nucleus_contrast: float = 4.0  # nuclei stand this many background spreads above it (noise: ~3)
