@@ -5,24 +5,32 @@ px by default), so a 1728, 2048, 3072 or 4096 px image costs about the same; the
 restored to full size by nearest-neighbour resizing.
 
 1. Each channel is area-resized and divided by its `percentile` (bit depth and gain free).
-2. Nuclei: blue is smoothed and thresholded at Otsu's level, holes are filled. Objects that
-   stand less than `min_nucleus_contrast` background spreads above the background are noise;
-   objects smaller than `min_nucleus_area` are debris, unless they are condensed mitotic
-   chromatin (small, and `chromatin_brightness` x brighter than the median nucleus). Touching
-   nuclei are split by a watershed on the distance map seeded by its h-maxima (the neck
-   between two round nuclei is a saddle deeper than `split_depth`; an oval nucleus has none).
+2. Scale: the typical nucleus diameter is measured on the working blue plane
+   (`hpacam.segmentation.nucleus_scale`) unless `nucleus_diameter` sets it; every length and
+   area below follows from it.
+3. Nuclei: candidates are the smoothed blue above a low floor (`floor_level` of the way from
+   the background to Otsu's level). Seeds are the relative h-maxima (`seed_depth`) of log blue
+   plus the distance to the candidates' edge (`seed_shape_weight`), and a watershed of that
+   surface gives one region per seed; each region keeps the pixels above `region_cut` x its
+   own bright level, so a dim nucleus keeps its outline beside a bright one. Objects that stand
+   less than `min_nucleus_contrast` background spreads above the background are noise; objects
+   smaller than `min_nucleus_area` are debris, unless they are condensed mitotic chromatin
+   (small, and `chromatin_brightness` x brighter than the median nucleus). Touching nuclei left
+   joined are split by a watershed on the distance map seeded by its h-maxima (`split_depth`).
    The two chromatin sets of an anaphase cell (mutually nearest condensed pieces closer than
    `chromatin_pair_distance`) become one nucleus, so the dividing cell stays one cell.
-3. Cytoplasm signal: a weighted sum of red (microtubules), yellow (ER) and blue, smoothed, minus
+4. Cytoplasm signal: a weighted sum of red (microtubules), yellow (ER) and blue, smoothed, minus
    its background (a low percentile: camera offset and glow). Foreground: above
    `foreground_level` of the way from background to Otsu's level, or nucleus.
-4. Cells: a watershed of the inverted signal seeded by the nuclei and confined to the
-   foreground, so neighbouring cells part along the dim seam between them. Each cell then drops
-   pixels under `cell_cut` x its own median signal and keeps only the piece holding its
-   nucleus; cells under `min_cell_area` go. One nucleus per cell by construction.
+5. Cells: a watershed of the inverted signal seeded by the nuclei, plus seeds at cytoplasm
+   peaks far from every nucleus (cells whose nucleus was missed, dropped afterwards so they do
+   not go to a neighbour), confined to the foreground, so neighbouring cells part along the dim
+   seam between them. Each cell then drops pixels under `cell_cut` x its own median signal and
+   keeps only the piece holding its nucleus; cells under `min_cell_area` go. One nucleus per
+   cell by construction.
 
-Lengths in the settings are in nucleus diameters and the diameter is a fraction of the longer
-side, so the same numbers serve every image size.
+Lengths in the settings are in nucleus diameters; the diameter is measured per image, or, when
+`nucleus_diameter` is set, a fraction of the longer side.
 """
 
 from __future__ import annotations
