@@ -271,19 +271,38 @@ def object_maxima(distance: np.ndarray, objects: np.ndarray, depth: float) -> np
     return maxima
 
 
+def label_edges(labels: np.ndarray) -> np.ndarray:
+    """Pixels of a label that touch (4-connectivity) a pixel of another nonzero label."""
+    edge = np.zeros(labels.shape, dtype=bool)
+    for axis in (0, 1):
+        a, b = np.moveaxis(labels, axis, 0)[1:], np.moveaxis(labels, axis, 0)[:-1]
+        differ = (a > 0) & (b > 0) & (a != b)
+        np.moveaxis(edge, axis, 0)[1:] |= differ
+        np.moveaxis(edge, axis, 0)[:-1] |= differ
+    return edge
+
+
 def split_nuclei(objects: np.ndarray, scale: Scale, settings: ClassicSettings) -> np.ndarray:
-    """Split touching nuclei at the saddles of their distance map (each object keeps >= 1 seed)."""
+    """Split touching nuclei at the saddles of their distance map (each object keeps >= 1 seed).
+
+    Objects already parted by brightness stay parted: the edge between two touching objects
+    counts as background for the distance map and is a barrier the watershed floods last, so a
+    seed of one object cannot take pixels of its neighbour (on one distance map of their union
+    it did, and redrew good outlines along the union's neck).
+    """
     mask = objects > 0
     if not mask.any():
         return np.zeros(mask.shape, dtype=np.int32)
-    distance = cv2.distanceTransform(mask.astype(np.uint8), cv2.DIST_L2, 5)
+    edges = label_edges(objects)
+    distance = cv2.distanceTransform((mask & ~edges).astype(np.uint8), cv2.DIST_L2, 5)
     distance = smooth(distance, 0.05 * scale.nucleus_px)
     seeds, n_seeds = ndimage.label(object_maxima(distance, objects, settings.split_depth * scale.nucleus_px))
     seeded = np.zeros(int(objects.max()) + 1, dtype=bool)
     seeded[objects[seeds > 0]] = True
-    unseeded = ~seeded[objects] & mask  # objects too thin for an h-maximum: one seed each
+    unseeded = ~seeded[objects] & mask & ~edges  # objects too thin for an h-maximum: one seed each
     seeds = np.where(unseeded, objects + n_seeds, seeds)
-    return watershed(-distance, seeds, mask=mask).astype(np.int32)
+    surface = np.where(edges, 1.0, -distance).astype(np.float32)
+    return watershed(surface, seeds, mask=mask).astype(np.int32)
 
 
 def pair_chromatin(nuclei: np.ndarray, stats: ObjectStats, scale: Scale, settings: ClassicSettings) -> np.ndarray:
