@@ -16,7 +16,8 @@ restored to full size by nearest-neighbour resizing.
    less than `min_nucleus_contrast` background spreads above the background are noise; objects
    smaller than `min_nucleus_area` are debris, unless they are condensed mitotic chromatin
    (small, and `chromatin_brightness` x brighter than the median nucleus). Touching nuclei left
-   joined are split by a watershed on the distance map seeded by its h-maxima (`split_depth`).
+   joined are split by a watershed on the distance map seeded by its h-maxima (`split_depth`),
+   each object on its own.
    The two chromatin sets of an anaphase cell (mutually nearest condensed pieces closer than
    `chromatin_pair_distance`) become one nucleus, so the dividing cell stays one cell.
 4. Cytoplasm signal: a weighted sum of red (microtubules), yellow (ER) and blue, smoothed, minus
