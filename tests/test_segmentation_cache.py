@@ -113,8 +113,15 @@ def corrupt_truncate(path):
 
 
 def corrupt_flip_bytes(path):
+    """Flip 16 bytes in the middle of the stored cells array (not in a zip header field that
+    zipfile never reads, such as a local header's date or CRC copy: the entry would be intact)."""
+    import zipfile
+
+    with zipfile.ZipFile(path) as archive:
+        info = archive.getinfo("cells.npy")
     data = bytearray(path.read_bytes())
-    middle = len(data) // 2
+    start = info.header_offset + 30 + len(info.filename.encode()) + len(info.extra)
+    middle = start + info.compress_size // 2
     data[middle:middle + 16] = bytes(b ^ 0xFF for b in data[middle:middle + 16])
     path.write_bytes(bytes(data))
 

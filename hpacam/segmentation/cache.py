@@ -37,7 +37,7 @@ from hpacam.segmentation.core import Segmentation
 
 log = logging.getLogger(__name__)
 
-CODE_VERSION = "seg-1"
+CODE_VERSION = "seg-2"  # seg-2: issue 16 (measured nucleus size, per-nucleus cut, orphan seeds)
 HASH_CHUNK = 1 << 20
 
 

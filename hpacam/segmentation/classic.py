@@ -5,28 +5,38 @@ px by default), so a 1728, 2048, 3072 or 4096 px image costs about the same; the
 restored to full size by nearest-neighbour resizing.
 
 1. Each channel is area-resized and divided by its `percentile` (bit depth and gain free).
-2. Nuclei: blue is smoothed and thresholded at Otsu's level, holes are filled. Objects that
-   stand less than `min_nucleus_contrast` background spreads above the background are noise;
-   objects smaller than `min_nucleus_area` are debris, unless they are condensed mitotic
-   chromatin (small, and `chromatin_brightness` x brighter than the median nucleus). Touching
-   nuclei are split by a watershed on the distance map seeded by its h-maxima (the neck
-   between two round nuclei is a saddle deeper than `split_depth`; an oval nucleus has none).
+2. Scale: the typical nucleus diameter is measured on the working blue plane
+   (`hpacam.segmentation.nucleus_scale`) unless `nucleus_diameter` sets it; every length and
+   area below follows from it.
+3. Nuclei: candidates are the smoothed blue above a low floor (`floor_level` of the way from
+   the background to Otsu's level). Seeds are the relative h-maxima (`seed_depth`) of log blue
+   plus the distance to the candidates' edge (`seed_shape_weight`), and a watershed of that
+   surface gives one region per seed; each region keeps the pixels above `region_cut` x its
+   own bright level, so a dim nucleus keeps its outline beside a bright one. Objects that stand
+   less than `min_nucleus_contrast` background spreads above the background are noise; objects
+   smaller than `min_nucleus_area` are debris, unless they are condensed mitotic chromatin
+   (small, and `chromatin_brightness` x brighter than the median nucleus). Touching nuclei left
+   joined are split by a watershed on the distance map seeded by its h-maxima (`split_depth`),
+   each object on its own.
    The two chromatin sets of an anaphase cell (mutually nearest condensed pieces closer than
    `chromatin_pair_distance`) become one nucleus, so the dividing cell stays one cell.
-3. Cytoplasm signal: a weighted sum of red (microtubules), yellow (ER) and blue, smoothed, minus
+4. Cytoplasm signal: a weighted sum of red (microtubules), yellow (ER) and blue, smoothed, minus
    its background (a low percentile: camera offset and glow). Foreground: above
    `foreground_level` of the way from background to Otsu's level, or nucleus.
-4. Cells: a watershed of the inverted signal seeded by the nuclei and confined to the
-   foreground, so neighbouring cells part along the dim seam between them. Each cell then drops
-   pixels under `cell_cut` x its own median signal and keeps only the piece holding its
-   nucleus; cells under `min_cell_area` go. One nucleus per cell by construction.
+5. Cells: a watershed of the inverted signal seeded by the nuclei, plus seeds at cytoplasm
+   peaks far from every nucleus (cells whose nucleus was missed, dropped afterwards so they do
+   not go to a neighbour), confined to the foreground, so neighbouring cells part along the dim
+   seam between them. Each cell then drops pixels under `cell_cut` x its own median signal and
+   keeps only the piece holding its nucleus; cells under `min_cell_area` go. One nucleus per
+   cell by construction.
 
-Lengths in the settings are in nucleus diameters and the diameter is a fraction of the longer
-side, so the same numbers serve every image size.
+Lengths in the settings are in nucleus diameters; the diameter is measured per image, or, when
+`nucleus_diameter` is set, a fraction of the longer side.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import asdict, dataclass
 from typing import Sequence
 
@@ -39,7 +49,11 @@ from skimage.morphology import h_maxima
 from skimage.segmentation import watershed
 
 from hpacam.segmentation.core import Channels, LabelPair
+from hpacam.segmentation.nucleus_scale import estimate_nucleus_px
 from hpacam.segmentation.settings import ClassicSettings, SegmentationConfig
+
+LOG = logging.getLogger(__name__)
+FALLBACK_DIAMETER = 0.09  # of the longer side, for an image without a blob to measure (HPA's typical size)
 
 
 @dataclass(frozen=True)
@@ -54,15 +68,30 @@ class Scale:
         return np.pi / 4.0 * self.nucleus_px ** 2
 
 
-def working_scale(shape: tuple[int, int], settings: ClassicSettings) -> Scale:
+def working_shape(shape: tuple[int, int], settings: ClassicSettings) -> tuple[int, int]:
     """Shrink so the longer side is `work_size` (never enlarge)."""
     height, width = shape
     factor = min(1.0, settings.work_size / max(height, width))
-    work_shape = (max(1, round(height * factor)), max(1, round(width * factor)))
-    return Scale(work_shape, settings.nucleus_diameter * max(work_shape))
+    return max(1, round(height * factor)), max(1, round(width * factor))
 
 
-def to_working(channel: np.ndarray, scale: Scale, percentile: float) -> np.ndarray:
+def nucleus_scale(work_shape: tuple[int, int], blue: np.ndarray, settings: ClassicSettings) -> Scale:
+    """The nucleus diameter: `nucleus_diameter` when set, else measured on the working blue plane.
+
+    An image with no blob to measure (blank, pure noise) falls back to FALLBACK_DIAMETER; nothing
+    will be found in it anyway.
+    """
+    if settings.nucleus_diameter is not None:
+        return Scale(work_shape, settings.nucleus_diameter * max(work_shape))
+    measured = estimate_nucleus_px(blue)
+    if measured is None:
+        measured = FALLBACK_DIAMETER * max(work_shape)
+    LOG.info("classic segmentation: estimated nucleus diameter %.1f px of a %d px working image (%.3f)",
+             measured, max(work_shape), measured / max(work_shape))
+    return Scale(work_shape, measured)
+
+
+def to_working(channel: np.ndarray, work_shape: tuple[int, int], percentile: float) -> np.ndarray:
     """Area-resize one channel and divide it by its percentile (0 stays 0 for a blank channel).
 
     8- and 16-bit channels are resized as they are (no full-size float copy: that conversion
@@ -71,8 +100,8 @@ def to_working(channel: np.ndarray, scale: Scale, percentile: float) -> np.ndarr
     plane = np.asarray(channel)
     if plane.dtype not in (np.uint8, np.uint16, np.float32):
         plane = plane.astype(np.float32)
-    if plane.shape != scale.work_shape:
-        plane = cv2.resize(plane, scale.work_shape[::-1], interpolation=cv2.INTER_AREA)
+    if plane.shape != work_shape:
+        plane = cv2.resize(plane, work_shape[::-1], interpolation=cv2.INTER_AREA)
     plane = plane.astype(np.float32)
     top = float(np.percentile(plane, percentile))
     return plane / top if top > 0 else np.zeros_like(plane)
@@ -91,25 +120,100 @@ def otsu_level(image: np.ndarray) -> float | None:
     return float(threshold_otsu(image))
 
 
-def nucleus_objects(blue: np.ndarray, scale: Scale, settings: ClassicSettings) -> tuple[np.ndarray, np.ndarray]:
-    """Connected blue objects above the threshold, holes filled, and each one's contrast.
+def background_and_spread(smoothed: np.ndarray, level: float) -> tuple[float, float]:
+    """Median and robust spread (1.4826 MAD) of the pixels below Otsu's level.
 
-    Contrast = (mean smoothed blue of the object - background) / background spread, both taken
-    from the pixels below the threshold. Nuclei stand 8+ spreads above their background; the
-    blobs Otsu's threshold cuts out of a field of pure noise stand about 3.
+    Robust because dim nuclei fall below a level set by bright ones: a plain standard deviation
+    would count them as background noise and raise every noise bound with the brightness spread.
+    """
+    below = smoothed[smoothed <= level]
+    if not below.size:
+        return 0.0, 0.0
+    background = float(np.median(below))
+    return background, 1.4826 * float(np.median(np.abs(below - background)))
+
+
+def intensity_regions(above: np.ndarray, floor: float, scale: Scale, settings: ClassicSettings) -> np.ndarray:
+    """One watershed region per blue peak, inside the pixels above `floor`.
+
+    Peaks are the h-maxima of the logarithm of the blue smoothed at `seed_sigma` nucleus
+    diameters (about a nucleus's core: chromatin texture and nucleoli smooth away): a peak must
+    stand `seed_depth` (relative) above the saddle to any brighter one, the same for a dim
+    nucleus as for a bright one, so a dim nucleus touching a bright one keeps its own peak (a
+    fixed-size maximum filter would hand it to the bright one). The distance to the edge of the
+    candidates (`seed_shape_weight`, capped at half a diameter) adds a dome per round nucleus, so
+    a dim nucleus in a clump has a peak at its centre and chromatin texture adds none. The
+    regions are a watershed of that same surface: on raw intensity the noisy plateau of a dim
+    nucleus drains into the bright neighbour's blur tail and its seed keeps a few pixels.
+    """
+    mask = above > floor
+    if not mask.any():
+        return np.zeros(above.shape, dtype=np.int32)
+    blurred = smooth(above, settings.seed_sigma * scale.nucleus_px)
+    logged = np.log(np.maximum(blurred, floor) / floor).astype(np.float32)
+    distance = cv2.distanceTransform(mask.astype(np.uint8), cv2.DIST_L2, 5)
+    surface = logged + settings.seed_shape_weight * np.minimum(distance / scale.nucleus_px, 0.5)
+    peaks = object_maxima(surface, ndimage.label(mask)[0], float(np.log1p(settings.seed_depth)))
+    return watershed(-surface, ndimage.label(peaks)[0], mask=mask).astype(np.int32)
+
+
+def cut_each_region(regions: np.ndarray, above: np.ndarray, settings: ClassicSettings) -> np.ndarray:
+    """Keep, per region, the pixels above `region_cut` x the region's bright level (its 95th percentile).
+
+    The threshold of each nucleus follows its own brightness (a half-maximum-like contour), so
+    a nucleus 10x dimmer than its neighbour keeps its full outline and a bright one loses its
+    blur halo. Holes left by nucleoli are filled and the filled pixels given to the surrounding
+    region.
+    """
+    n = int(regions.max())
+    if n == 0:
+        return regions
+    bright = region_percentile(above, regions, n, 95.0)
+    limits = np.concatenate([[np.inf], settings.region_cut * bright]).astype(np.float32)
+    kept = np.where(above >= limits[regions], regions, 0)
+    filled = ndimage.binary_fill_holes(kept > 0)
+    return watershed(-above, kept, mask=filled).astype(np.int32)
+
+
+def region_percentile(values: np.ndarray, regions: np.ndarray, n: int, q: float) -> np.ndarray:
+    """Per-region q-th percentile of `values` (regions 1..n), by one sort of the labelled pixels."""
+    inside = regions > 0
+    labels, vals = regions[inside], values[inside]
+    order = np.lexsort((vals, labels))
+    labels, vals = labels[order], vals[order]
+    starts = np.searchsorted(labels, np.arange(1, n + 1))
+    ends = np.searchsorted(labels, np.arange(1, n + 1), side="right")
+    out = np.zeros(n, dtype=np.float32)
+    has = ends > starts
+    picks = starts[has] + ((ends[has] - 1 - starts[has]) * q / 100.0).astype(np.int64)
+    out[has] = vals[picks]
+    return out
+
+
+def nucleus_objects(blue: np.ndarray, scale: Scale, settings: ClassicSettings) -> tuple[np.ndarray, np.ndarray]:
+    """Blue objects, one per nucleus as far as brightness tells, and each one's contrast.
+
+    The candidates are everything above a low floor (`floor_level` of the way from the
+    background to Otsu's level, and `min_nucleus_contrast` background spreads), so nuclei far
+    dimmer than the bright ones that set Otsu's level are kept; each is then cut at its own
+    level (`cut_each_region`). Contrast = (mean smoothed blue of the object - background) /
+    background spread: nuclei stand 8+ spreads above their background; the blobs cut out of
+    a field of pure noise stand about 3.
     """
     smoothed = smooth(blue, settings.blue_sigma * scale.nucleus_px)
     level = otsu_level(smoothed)
     if level is None:
         return np.zeros(blue.shape, dtype=np.int32), np.zeros(0)
-    level *= settings.nucleus_threshold_scale
-    objects = ndimage.label(ndimage.binary_fill_holes(smoothed > level))[0].astype(np.int32)
-    below = smoothed[smoothed <= level]
-    background, spread = (float(np.median(below)), float(below.std())) if below.size else (0.0, 0.0)
+    background, spread = background_and_spread(smoothed, level)
+    above = np.maximum(smoothed - background, 0.0).astype(np.float32)
+    floor = max(settings.floor_level * (level - background), settings.min_nucleus_contrast * spread)
+    regions = intensity_regions(above, floor, scale, settings)
+    objects = cut_each_region(regions, smooth(above, settings.cut_sigma * scale.nucleus_px), settings)
+    objects = measure.label(objects, background=0, connectivity=1).astype(np.int32)
     n = int(objects.max())
-    sums = np.bincount(objects.ravel(), weights=smoothed.ravel(), minlength=n + 1)[1:]
+    sums = np.bincount(objects.ravel(), weights=above.ravel(), minlength=n + 1)[1:]
     means = sums / np.maximum(np.bincount(objects.ravel(), minlength=n + 1)[1:], 1)
-    contrast = (means - background) / spread if spread > 0 else np.full(n, np.inf)
+    contrast = means / spread if spread > 0 else np.full(n, np.inf)
     return objects, contrast
 
 
@@ -168,19 +272,38 @@ def object_maxima(distance: np.ndarray, objects: np.ndarray, depth: float) -> np
     return maxima
 
 
+def label_edges(labels: np.ndarray) -> np.ndarray:
+    """Pixels of a label that touch (4-connectivity) a pixel of another nonzero label."""
+    edge = np.zeros(labels.shape, dtype=bool)
+    for axis in (0, 1):
+        a, b = np.moveaxis(labels, axis, 0)[1:], np.moveaxis(labels, axis, 0)[:-1]
+        differ = (a > 0) & (b > 0) & (a != b)
+        np.moveaxis(edge, axis, 0)[1:] |= differ
+        np.moveaxis(edge, axis, 0)[:-1] |= differ
+    return edge
+
+
 def split_nuclei(objects: np.ndarray, scale: Scale, settings: ClassicSettings) -> np.ndarray:
-    """Split touching nuclei at the saddles of their distance map (each object keeps >= 1 seed)."""
+    """Split touching nuclei at the saddles of their distance map (each object keeps >= 1 seed).
+
+    Objects already parted by brightness stay parted: the edge between two touching objects
+    counts as background for the distance map and is a barrier the watershed floods last, so a
+    seed of one object cannot take pixels of its neighbour (on one distance map of their union
+    it did, and redrew good outlines along the union's neck).
+    """
     mask = objects > 0
     if not mask.any():
         return np.zeros(mask.shape, dtype=np.int32)
-    distance = cv2.distanceTransform(mask.astype(np.uint8), cv2.DIST_L2, 5)
+    edges = label_edges(objects)
+    distance = cv2.distanceTransform((mask & ~edges).astype(np.uint8), cv2.DIST_L2, 5)
     distance = smooth(distance, 0.05 * scale.nucleus_px)
     seeds, n_seeds = ndimage.label(object_maxima(distance, objects, settings.split_depth * scale.nucleus_px))
     seeded = np.zeros(int(objects.max()) + 1, dtype=bool)
     seeded[objects[seeds > 0]] = True
-    unseeded = ~seeded[objects] & mask  # objects too thin for an h-maximum: one seed each
+    unseeded = ~seeded[objects] & mask & ~edges  # objects too thin for an h-maximum: one seed each
     seeds = np.where(unseeded, objects + n_seeds, seeds)
-    return watershed(-distance, seeds, mask=mask).astype(np.int32)
+    surface = np.where(edges, 1.0, -distance).astype(np.float32)
+    return watershed(surface, seeds, mask=mask).astype(np.int32)
 
 
 def pair_chromatin(nuclei: np.ndarray, stats: ObjectStats, scale: Scale, settings: ClassicSettings) -> np.ndarray:
@@ -239,10 +362,37 @@ def grow_cells(nuclei: np.ndarray, signal: np.ndarray, scale: Scale, settings: C
     foreground = nuclei > 0
     if level is not None:
         foreground |= signal > level * settings.foreground_level
-    cells = watershed(-signal, nuclei, mask=foreground, compactness=settings.compactness)
+    seeds = add_orphan_seeds(nuclei, signal, foreground, level, scale, settings)
+    cells = watershed(-signal, seeds, mask=foreground, compactness=settings.compactness)
+    cells[cells > nuclei.max()] = 0  # the cells of missed nuclei: no nucleus, no cell
     cells = trim_dim_pixels(cells, signal, settings.cell_cut)
     cells[nuclei > 0] = nuclei[nuclei > 0]
     return keep_nucleus_pieces(cells, nuclei)
+
+
+def add_orphan_seeds(nuclei: np.ndarray, signal: np.ndarray, foreground: np.ndarray, level: float | None,
+                     scale: Scale, settings: ClassicSettings) -> np.ndarray:
+    """The nuclei plus seeds (labels above theirs) at cytoplasm peaks far from every nucleus.
+
+    A cell whose nucleus was missed still shows as a bright patch of cytoplasm with a dim seam
+    around it. Without a seed of its own the watershed hands all of it to a neighbour; with one
+    it stops at the seam, and the orphan's region is then dropped. A peak counts when it stands
+    `orphan_depth` (relative) above the saddle to any brighter one, on the cytoplasm smoothed
+    at `orphan_sigma` diameters, and lies `orphan_distance` diameters or more from any nucleus
+    (a cell's own cytoplasm peaks near its nucleus).
+    """
+    if settings.orphan_distance <= 0 or level is None or not level > 0:
+        return nuclei
+    blurred = smooth(signal, settings.orphan_sigma * scale.nucleus_px)
+    floor = settings.foreground_level * level
+    surface = np.log(np.maximum(blurred, floor) / floor).astype(np.float32)
+    peaks = object_maxima(surface, ndimage.label(foreground)[0], float(np.log1p(settings.orphan_depth)))
+    gaps = cv2.distanceTransform((nuclei == 0).astype(np.uint8), cv2.DIST_L2, 5)
+    peaks &= (gaps >= settings.orphan_distance * scale.nucleus_px) & (blurred > floor)
+    if not peaks.any():
+        return nuclei
+    orphans = ndimage.label(peaks)[0]
+    return np.where(orphans > 0, orphans + int(nuclei.max()), nuclei).astype(np.int32)
 
 
 def trim_dim_pixels(cells: np.ndarray, signal: np.ndarray, cut: float) -> np.ndarray:
@@ -298,7 +448,7 @@ def check_settings(settings: ClassicSettings) -> None:
     problems = []
     if settings.work_size < 32:
         problems.append(f"work_size must be >= 32, got {settings.work_size}")
-    if not 0 < settings.nucleus_diameter < 1:
+    if settings.nucleus_diameter is not None and not 0 < settings.nucleus_diameter < 1:
         problems.append(f"nucleus_diameter is a fraction of the longer side, in (0, 1), got {settings.nucleus_diameter}")
     for name in ("percentile", "background_percentile"):
         if not 0 <= getattr(settings, name) <= 100:
@@ -328,8 +478,9 @@ class ClassicBackend:
 
     def label(self, channels: Channels) -> LabelPair:
         shape = np.shape(channels["blue"])
-        scale = working_scale(shape, self.config)
-        planes = {name: to_working(channels[name], scale, self.config.percentile) for name in self.channels}
+        work_shape = working_shape(shape, self.config)
+        planes = {name: to_working(channels[name], work_shape, self.config.percentile) for name in self.channels}
+        scale = nucleus_scale(work_shape, planes["blue"], self.config)
         cells, nuclei = label_working(planes, scale, self.config)
         return to_full_size(cells, shape), to_full_size(nuclei, shape)
 

@@ -19,16 +19,21 @@ class ClassicSettings:
     """The weight-free default backend (see `hpacam.segmentation.classic`)."""
 
     work_size: int = 512  # longer side of the working image in px; labels are resized back
-    nucleus_diameter: float = 0.09  # typical nucleus diameter, fraction of the longer side
+    nucleus_diameter: Optional[float] = None  # typical nucleus diameter, fraction of the longer side; None: measured
     blue_sigma: float = 0.04  # Gaussian smoothing of blue, in nucleus diameters
-    nucleus_threshold_scale: float = 1.0  # x Otsu threshold of the smoothed blue channel
+    floor_level: float = 0.1  # nucleus candidates: above this far from background to Otsu's level
+    seed_sigma: float = 0.12  # smoothing of blue for the nucleus peaks, in nucleus diameters
+    seed_shape_weight: float = 1.5  # weight of the distance to the edge (in diameters) added to log blue for the peaks
+    seed_depth: float = 0.1  # a nucleus peak stands this much (relative) above the saddle to a brighter one
+    cut_sigma: float = 0.0  # extra smoothing of blue for that cut, in diameters (0.05-0.1: smoother outlines of coarse chromatin, but clumps merge more)
+    region_cut: float = 0.5  # each nucleus keeps pixels above this x its own bright level
     min_nucleus_area: float = 0.12  # smaller blue objects are debris, in typical nucleus areas
     min_nucleus_contrast: float = 4.0  # nuclei stand this many background spreads above it (noise: ~3)
     chromatin_brightness: float = 1.1  # mitotic chromatin: >= this x the median nucleus brightness...
     chromatin_max_area: float = 0.35  # ...and smaller than this (typical nucleus areas)
     min_chromatin_area: float = 0.03  # condensed chromatin is kept down to this area
     chromatin_pair_distance: float = 0.9  # anaphase: two pieces this close (centroids, in diameters) are one nucleus
-    split_depth: float = 0.12  # h-maxima depth of the distance map that splits touching nuclei, in diameters
+    split_depth: float = 0.06  # h-maxima depth of the distance map that splits touching nuclei, in diameters
     cyto_red: float = 1.0  # weights of the normalised channels in the cytoplasm signal
     cyto_yellow: float = 1.0
     cyto_blue: float = 0.5
@@ -36,8 +41,11 @@ class ClassicSettings:
     background_percentile: float = 1.0  # the background level of the cytoplasm signal
     foreground_level: float = 0.16  # foreground: this far from background to Otsu's level
     cell_cut: float = 0.12  # a cell keeps pixels above this x its own median (over background)
+    orphan_distance: float = 1.2  # a cytoplasm peak this far (diameters) from every nucleus is a cell whose nucleus was missed; 0 = off
+    orphan_sigma: float = 0.3  # smoothing of the cytoplasm for those peaks, in diameters
+    orphan_depth: float = 0.25  # such a peak stands this much (relative) above the saddle to a brighter one
     compactness: float = 0.0  # skimage watershed compactness (0 = follow the signal only)
-    min_cell_area: float = 0.5  # smaller cells are dropped, in typical nucleus areas
+    min_cell_area: float = 0.3  # smaller cells are dropped, in typical nucleus areas
     percentile: float = 99.5  # channels are divided by this percentile (bit depth and gain free)
 
 

@@ -26,26 +26,34 @@ images with 18 in their union and a few percent of cells negative. Images drawn 
 only negative cells. Two rare cases also produce negative cells: an image whose only specific
 label is 11 (non-mitotic cells cannot carry it), and, never in practice, a cell no label can go to.
 
+Segmentation hard cases (hard.py, all off by default; off, the images are byte-identical):
+nucleus brightness spread, touching clumps, coarse chromatin, out-of-focus nuclei, dense and
+sparse fields, other nucleus sizes; `hard_case(name)` gives the named cases of
+bench/segmentation.py --cases. They are for measuring the segmenter, not for training.
+
 Public API:
-    render_image(rng_or_seed, size, label_set=None, bit_depth=16) -> SyntheticImage
+    render_image(rng_or_seed, size, label_set=None, bit_depth=16, hard=HardCases()) -> SyntheticImage
     generate_dataset(out_dir, n_images, image_sizes, seed, bit_depth=16, workers=1,
-                     overwrite=False, progress=True) -> stats dict
+                     overwrite=False, progress=True, hard=HardCases()) -> stats dict
 CLI: python -m hpacam.synth --out DIR --n-images N --image-size S[,S2,...] --seed K
      [--bit-depth 8|16] [--workers W] [--overwrite]
 """
 
 from hpacam.synth.cell_labels import NEGATIVE_IMAGE_SHARE
 from hpacam.synth.generate import format_stats, generate_dataset, image_id_from
+from hpacam.synth.hard import HardCases, hard_case
 from hpacam.synth.patterns import GREEN_PATTERNS
 from hpacam.synth.render import SyntheticImage, render_image
 from hpacam.synth.stats import load_label_stats
 
 __all__ = [
     "GREEN_PATTERNS",
+    "HardCases",
     "NEGATIVE_IMAGE_SHARE",
     "SyntheticImage",
     "format_stats",
     "generate_dataset",
+    "hard_case",
     "image_id_from",
     "load_label_stats",
     "render_image",

@@ -25,6 +25,7 @@ from hpacam.fileio import atomic_write_text
 from hpacam.images import write_png
 from hpacam.masks import encode_label_image
 from hpacam.submission import CellPrediction, format_prediction_string, make_submission_frame, write_submission
+from hpacam.synth.hard import NONE, HardCases
 from hpacam.synth.render import SyntheticImage, check_bit_depth, check_size, render_image
 
 OUTPUT_FILES = ("labels.csv", "sample_submission.csv", "truth.csv", "stats.json")
@@ -38,6 +39,7 @@ class ImageTask:
     sizes: tuple[int, ...]
     bit_depth: int
     out_dir: str
+    hard: HardCases = NONE
 
 
 @dataclass(frozen=True)
@@ -87,7 +89,7 @@ def render_task(task: ImageTask) -> ImageRecord:
     id_seq, size_seq, render_seq = image_seeds(task.seed, task.index)
     image_id = image_id_from(id_seq)
     size = task.sizes[int(np.random.default_rng(size_seq).integers(len(task.sizes)))]
-    image = render_image(np.random.default_rng(render_seq), size, bit_depth=task.bit_depth)
+    image = render_image(np.random.default_rng(render_seq), size, bit_depth=task.bit_depth, hard=task.hard)
     if image.n_cells >= 1 << 16:
         raise ValueError(f"{image.n_cells} cells do not fit a 16-bit label image")
     write_image_files(Path(task.out_dir), image_id, image)
@@ -153,15 +155,16 @@ def render_all(tasks: list[ImageTask], workers: int, progress: bool) -> list[Ima
 
 def generate_dataset(out_dir: str | os.PathLike, n_images: int, image_sizes: int | Sequence[int], seed: int,
                      bit_depth: int = 16, workers: int = 1, overwrite: bool = False,
-                     progress: bool = True) -> dict:
+                     progress: bool = True, hard: HardCases = NONE) -> dict:
     """Render `n_images` images into `out_dir` and write the dataset files; returns the statistics.
 
     `image_sizes` is one size or a list; each image draws its size from it (seeded per image).
+    `hard`: segmentation hard cases (hpacam.synth.hard), off by default.
     """
     n_images, sizes, seed, bit_depth, workers = check_arguments(n_images, image_sizes, seed, bit_depth, workers)
     out = Path(out_dir)
     prepare_output(out, overwrite)
-    tasks = [ImageTask(seed, i, sizes, bit_depth, str(out)) for i in range(n_images)]
+    tasks = [ImageTask(seed, i, sizes, bit_depth, str(out), hard) for i in range(n_images)]
     started = time.perf_counter()
     records = render_all(tasks, workers, progress)
     ids = [record.image_id for record in records]

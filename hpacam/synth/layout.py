@@ -21,12 +21,13 @@ How a field of cells is built:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from scipy import ndimage
 
 from hpacam.synth.drawing import smooth_noise
+from hpacam.synth.hard import DENSE_FROM, NONE, HardCases
 
 ANGLE_BINS = 512  # resolution of the tabulated radius functions r(theta)
 REFERENCE_SIZE = 1024  # lengths called "units" below are pixels of a 1024 px image
@@ -106,6 +107,73 @@ def draw_geometry_params(rng: np.random.Generator, size: int) -> ImageGeometryPa
         clustering=rng.uniform(0.0, 1.0),
         mitotic_rate=rng.uniform(0.0, 0.05),
     )
+
+
+def harden_params(rng: np.random.Generator, params: ImageGeometryParams, hard: HardCases) -> ImageGeometryParams:
+    """Apply the cell-count and size options (no random draw unless one is on).
+
+    A dense field (DENSE_FROM cells or more) shrinks nuclei and cells so that they fit, as at a
+    lower magnification: the default cells cover most of the field at ~40 cells.
+    """
+    if hard.cell_count is not None:
+        target = int(rng.integers(hard.cell_count[0], hard.cell_count[1] + 1))
+        params = replace(params, target_cells=target)
+        if target >= DENSE_FROM:
+            params = replace(params, nucleus_radius=params.nucleus_radius * float(np.sqrt(18.0 / target)),
+                             cell_to_nucleus=float(rng.uniform(1.7, 2.3)), spacing=float(rng.uniform(0.95, 1.15)))
+    if hard.nucleus_scale != 1.0:
+        params = replace(params, nucleus_radius=params.nucleus_radius * hard.nucleus_scale)
+    return params
+
+
+def place_clumps(rng: np.random.Generator, size: int, params: ImageGeometryParams,
+                 unit: float) -> tuple[np.ndarray, list[StarShape]]:
+    """Nuclei in touching groups of 2-6: each member ~0.9 of the summed radii from one already placed.
+
+    Groups keep the usual spacing from one another; inside a group only overlap beyond 0.8 of
+    the summed radii is refused, so members touch without covering one another.
+    """
+    centres, shapes, reaches, group_of = [], [], [], []
+    for group in range(4 * params.target_cells):
+        if len(centres) >= params.target_cells:
+            break
+        members = int(rng.integers(2, 7))
+        anchor = rng.uniform(0, size, size=2)
+        for _ in range(8 * members):
+            if sum(g == group for g in group_of) >= members or len(centres) >= params.target_cells:
+                break
+            radius = params.nucleus_radius * float(rng.lognormal(0.0, 0.1))
+            own = [i for i, g in enumerate(group_of) if g == group]
+            if own:
+                base = own[int(rng.integers(len(own)))]
+                angle = rng.uniform(0, 2 * np.pi)
+                gap = rng.uniform(0.85, 0.95) * (float(shapes[base].radii.mean()) + radius)
+                point = centres[base] + gap * np.array([np.sin(angle), np.cos(angle)])
+            else:
+                point = anchor
+            if not (0 <= point[0] < size and 0 <= point[1] < size):
+                continue
+            if not fits_in_group(point, radius, centres, reaches, group_of, group, params.spacing, unit):
+                continue
+            radii_table = star_radii(rng, radius, float(rng.uniform(1.0, 1.25)), float(rng.uniform(0, np.pi)),
+                                     roughness=0.05)
+            centres.append(point)
+            shapes.append(StarShape(float(point[0]), float(point[1]), radii_table))
+            reaches.append(float(radii_table.max()))
+            group_of.append(group)
+    return np.asarray(centres, dtype=np.float64).reshape(-1, 2), shapes
+
+
+def fits_in_group(point, radius, centres, reaches, group_of, group, spacing, unit) -> bool:
+    """Far enough from other groups (the usual spacing) and not overlapping its own group's members."""
+    if not centres:
+        return True
+    gaps = np.hypot(*(np.asarray(centres) - point).T)
+    same = np.asarray(group_of) == group
+    sums = radius + np.asarray(reaches)
+    if np.any(gaps[same] < 0.8 * sums[same]):
+        return False
+    return not too_close(gaps[~same], 1.3 * radius, list(np.asarray(reaches)[~same]), max(spacing, 1.0), unit)
 
 
 @dataclass
@@ -291,13 +359,14 @@ def choose_mitotic(rng: np.random.Generator, n_cells: int, rate: float, minimum:
 
 
 def make_layout(rng: np.random.Generator, size: int, min_mitotic: int = 0,
-                allow_mitosis: bool = True) -> Layout:
-    """Build the cell field of one square image of `size` render pixels."""
+                allow_mitosis: bool = True, hard: HardCases = NONE) -> Layout:
+    """Build the cell field of one square image of `size` render pixels (`hard`: see hpacam.synth.hard)."""
     if size < 32:
         raise ValueError(f"render size must be at least 32 px, got {size}")
     unit = size / REFERENCE_SIZE
-    params = draw_geometry_params(rng, size)
-    centres, nucleus_outlines = place_nuclei(rng, size, params, unit)
+    params = harden_params(rng, draw_geometry_params(rng, size), hard)
+    place = place_clumps if hard.clumps else place_nuclei
+    centres, nucleus_outlines = place(rng, size, params, unit)
     n = len(centres)
     if n == 0:
         raise RuntimeError(f"no nucleus could be placed in a {size} px image (parameters {params})")

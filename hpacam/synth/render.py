@@ -19,6 +19,7 @@ from hpacam.synth.cell_labels import (assign_cell_labels, check_label_set, draw_
                                       mitosis_allowed)
 from hpacam.synth.drawing import gaussian_blur, smooth_noise
 from hpacam.synth.fields import Fields, build_fields, per_cell
+from hpacam.synth.hard import NONE, HardCases
 from hpacam.synth.layout import Layout, make_layout
 from hpacam.synth.patterns import GREEN_PATTERNS
 from hpacam.synth.stains import Structures, blue_stain, build_structures, red_stain, yellow_stain
@@ -84,12 +85,15 @@ def check_bit_depth(bit_depth) -> int:
 
 
 def render_image(rng_or_seed, size: int, label_set=None, bit_depth: int = 16,
-                 label_stats: dict | None = None) -> SyntheticImage:
+                 label_stats: dict | None = None, hard: HardCases = NONE) -> SyntheticImage:
     """Render one square image of `size` px.
 
     `label_set` forces the image labels (e.g. `(13,)` for a plasma-membrane image); otherwise they
     are drawn from the real HPA label-set distribution (`label_stats`, the packaged file by default).
+    `hard` turns on segmentation hard cases (hpacam.synth.hard); off, the image is unchanged.
     """
+    if not isinstance(hard, HardCases):
+        raise TypeError(f"hard must be a hpacam.synth.hard.HardCases, got {type(hard).__name__}")
     size, bit_depth = check_size(size), check_bit_depth(bit_depth)
     rng = as_generator(rng_or_seed)
     if label_set is not None:
@@ -97,14 +101,14 @@ def render_image(rng_or_seed, size: int, label_set=None, bit_depth: int = 16,
     else:
         labels = draw_image_labels(rng, label_stats or default_label_stats())
     layout = make_layout(rng, render_size_for(size), min_mitotic=int(MITOTIC_SPINDLE in labels),
-                         allow_mitosis=mitosis_allowed(labels))
+                         allow_mitosis=mitosis_allowed(labels), hard=hard)
     cell_labels = assign_cell_labels(rng, labels, layout.mitotic)
     fields = build_fields(layout)
     structures = build_structures(fields, rng)
     signals = {
         "red": red_stain(fields, structures, rng),
         "green": green_signal(fields, structures, rng, cell_labels),
-        "blue": blue_stain(fields, rng),
+        "blue": blue_stain(fields, rng, hard),
         "yellow": yellow_stain(fields, structures, rng),
     }
     return finish_image(rng, layout, signals, cell_labels, size, bit_depth)

@@ -14,6 +14,7 @@ import numpy as np
 from hpacam.synth.drawing import (clip_paths_to_cells, draw_paths, gaussian_blur, random_walks,
                                   render_spots, smooth_noise)
 from hpacam.synth.fields import Fields, per_cell
+from hpacam.synth.hard import NONE, HardCases
 from hpacam.synth.layout import Layout, StarShape
 
 
@@ -115,18 +116,41 @@ def build_structures(fields: Fields, rng: np.random.Generator) -> Structures:
                       spindle=spindle, poles=poles)
 
 
-def blue_stain(fields: Fields, rng: np.random.Generator) -> np.ndarray:
+def blue_stain(fields: Fields, rng: np.random.Generator, hard: HardCases = NONE) -> np.ndarray:
     """Nuclei: domed, textured chromatin with darker nucleoli; condensed mitotic chromatin is bright."""
     layout, unit = fields.layout, fields.unit
     n = layout.n_cells
     brightness = rng.lognormal(0.0, 0.2, size=n) * np.where(layout.mitotic, 1.9, 1.0)
+    if hard.brightness_spread > 1:
+        brightness = brightness * spread_factors(rng, n, hard.brightness_spread)
     depth = fields.nucleus_depth / np.maximum(0.45 * fields.nucleus_radius, 1.0)
     dome = 0.55 + 0.45 * np.sqrt(np.clip(depth, 0.0, 1.0))
     coarse, fine = smooth_noise(rng, fields.shape, 1.6 * unit), smooth_noise(rng, fields.shape, 0.7 * unit)
-    texture = 1.0 + 0.18 * coarse + 0.08 * fine
+    texture = 1.0 + 0.18 * (1.0 + hard.texture) * coarse + 0.08 * (1.0 + hard.texture) * fine
     nucleoli = 1.0 - 0.35 * fields.nucleoli
     blue = per_cell(brightness, layout.nuclei) * dome * np.clip(texture, 0.3, None) * nucleoli
-    return (blue * fields.in_nucleus).astype(np.float32)
+    blue = (blue * fields.in_nucleus).astype(np.float32)
+    return defocus(blue, layout, rng, hard.focus_blur) if hard.focus_blur > 0 else blue
+
+
+def spread_factors(rng: np.random.Generator, n: int, spread: float) -> np.ndarray:
+    """Log-uniform factors in [1/spread, 1], the two ends always present (with >= 2 nuclei)."""
+    factors = np.exp(rng.uniform(-np.log(spread), 0.0, size=n))
+    if n >= 2:
+        ends = rng.choice(n, size=2, replace=False)
+        factors[ends] = (1.0, 1.0 / spread)
+    return factors
+
+
+def defocus(blue: np.ndarray, layout, rng: np.random.Generator, share: float) -> np.ndarray:
+    """Blur a `share` of the nuclei by a third of the mean nucleus radius (out of focus)."""
+    chosen = np.flatnonzero(rng.random(layout.n_cells) < share) + 1
+    if not len(chosen):
+        return blue
+    mask = np.isin(layout.nuclei, chosen)
+    sigma = float(np.mean(layout.nucleus_radii)) / 3.0
+    blurred = gaussian_blur(np.where(mask, blue, 0.0).astype(np.float32), sigma)
+    return np.where(mask, 0.0, blue).astype(np.float32) + blurred
 
 
 def red_stain(fields: Fields, structures: Structures, rng: np.random.Generator) -> np.ndarray:
