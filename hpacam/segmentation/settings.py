@@ -90,7 +90,7 @@ class SegmentationConfig:
 
 @dataclass
 class SegmentRunConfig:
-    """The config of `python -m hpacam.segment`: overrides read `segmentation.hpa.device=cuda`."""
+    """The config of `python -m hpacam.segmentation`: overrides read `segmentation.hpa.device=cuda`."""
 
     segmentation: SegmentationConfig = field(default_factory=SegmentationConfig)
 
