@@ -64,20 +64,30 @@ def test_a_demo_folder_is_reused_only_when_made_with_todays_settings(tmp_path):
     assert reusable_demo(folder, 5) is None  # another seed's demo
 
 
-def test_a_seeds_finished_ablation_is_reused_only_when_made_by_todays_method_and_variants(tmp_path):
+def test_a_seeds_saved_variant_rows_are_reused_only_when_made_by_todays_method(tmp_path):
     import json
 
-    from ablation import finished_ablation
+    from ablation import saved_variants
     from demo import METHOD, Demo
 
     demo = Demo(out=tmp_path, cfg=DemoConfig(seed=3))
-    assert finished_ablation(demo) is None  # nothing there
+    nothing = {"private": {}, "public": {}}
+    assert saved_variants(demo) == nothing  # nothing there
     (tmp_path / "ablation").mkdir()
-    rows = {v.key: 0.5 for v in VARIANTS}
+    rows = {v.key: 0.5 for v in VARIANTS[:3]}
     path = tmp_path / "ablation" / "results.json"
     path.write_text(json.dumps({"private": rows, "public": {}}))
-    assert finished_ablation(demo) is None  # no method recorded: an older run
-    path.write_text(json.dumps({"method": METHOD, "private": dict(list(rows.items())[:-1]), "public": {}}))
-    assert finished_ablation(demo) is None  # a variant is missing: made before it existed
+    assert saved_variants(demo) == nothing  # no method recorded: an older run
+    path.write_text(json.dumps({"method": "tuner-0", "private": rows, "public": {}}))
+    assert saved_variants(demo) == nothing  # another method's figures
     path.write_text(json.dumps({"method": METHOD, "private": rows, "public": {"pipeline": 0.6}}))
-    assert finished_ablation(demo)["public"] == {"pipeline": 0.6}
+    assert saved_variants(demo) == {"private": rows, "public": {"pipeline": 0.6}}  # a part: the rest is run
+
+
+def test_the_demo_method_names_the_segmentation_code_so_a_new_segmenter_reruns_the_demos():
+    from demo import METHOD
+
+    from hpacam.segmentation import CODE_VERSION
+
+    assert METHOD.endswith(f"+{CODE_VERSION}")
+

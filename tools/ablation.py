@@ -33,6 +33,8 @@ class Variant:
     cell: str = "demo"  # which cell-level classifier: the demo's, one of CELL_OPTIONS or "none"
     grid: list[str] = field(default_factory=list)  # tuning CLI options that restrict the grid
     fixed: list[str] = field(default_factory=list)  # inference overrides instead of tuning
+    # inference overrides that change the models' evidence (tuned on public with them, as the demo is)
+    inference: list[str] = field(default_factory=list)
 
 
 SEED_BLEND = ["blend.floor=0.8", "blend.sigmoid_weight=0.5", "blend.regressor_weight=0.5",
@@ -57,6 +59,9 @@ VARIANTS = [
             grid=["--cell-max-shares", "0"]),
     Variant("no_cell_model_max", "the cell model per cell only: its max-pooled probability kept out of the image "
             "probabilities (and so out of broadcast's)", grid=["--cell-model-max-shares", "0"]),
+    Variant("seed_tta_combine", "the seed's test-time combination: swish on each pass, then summed (ours: the "
+            "passes' maps averaged, then swish); its regressor refitted on the intensities it gives",
+            regressor="seed_tta", inference=["tta.combine=activate_then_sum"]),
     Variant("standing_only", "cell evidence: within-image standing only", grid=["--cell-sources", "standing"]),
     Variant("regressor_only", "cell evidence: regressor only", grid=["--cell-sources", "regressor"]),
     Variant("seed_blend", "the seed's fixed blend, untuned (sigmoid + regressor 0.5/0.5, floor 0.8, "
@@ -134,7 +139,8 @@ def fit_variant_regressor(demo: Demo, train: Path, checkpoint: Path, name: str, 
     return next((folder / "regressor").glob("*.npz"))
 
 
-REGRESSOR_OPTIONS = {"single": ["select=single"], "oracle": ["select=all", "targets=cell_truth_oracle"]}
+REGRESSOR_OPTIONS = {"single": ["select=single"], "oracle": ["select=all", "targets=cell_truth_oracle"],
+                     "seed_tta": ["tta.combine=activate_then_sum"]}  # plus the demo's image selection
 
 
 CELL_OPTIONS = {  # the demo's cell recipe with one change, for the variants' `cell` field
@@ -172,10 +178,9 @@ def models_override(demo: Demo, variant: Variant, cams: dict, regressors: dict) 
     if variant.regressor == "none":
         return f"cam_models=[{{checkpoint: {checkpoint}}}]"
     if key not in regressors:
-        if variant.regressor == "demo":  # the demo's regressor recipe on another CAM model
-            extra = [f"select={demo.cfg.regressor_select}"]
-        else:
-            extra = REGRESSOR_OPTIONS[variant.regressor]
+        extra = REGRESSOR_OPTIONS.get(variant.regressor, [])  # "demo": the demo's recipe on another CAM model
+        if not any(option.startswith("select=") for option in extra):
+            extra = [f"select={demo.cfg.regressor_select}", *extra]
         regressors[key] = fit_variant_regressor(demo, demo.out / "synth" / "train", checkpoint,
                                                 f"{variant.cam}_{variant.regressor}", extra)
     return f"cam_models=[{{checkpoint: {checkpoint}, regressor: {regressors[key]}}}]"
@@ -185,7 +190,8 @@ def score_variant(demo: Demo, variant: Variant, cams: dict, regressors: dict) ->
     """(private mAP, public mAP of the blend chosen there; None for a fixed, untuned row)."""
     folder = demo.out / "ablation" / variant.key
     public, private = demo.out / "synth" / "public", demo.out / "synth" / "private"
-    models = [models_override(demo, variant, cams, regressors), *cell_models_override(demo, variant)]
+    models = [models_override(demo, variant, cams, regressors), *cell_models_override(demo, variant),
+              *variant.inference]
     config = demo.out / "inference.yaml"
     if not variant.fixed or variant.grid:
         config = folder / "tuned.yaml"
@@ -212,16 +218,28 @@ def chosen_public_score(table: Path) -> float:
 
 
 def ablate(demo: Demo) -> dict[str, dict[str, float]]:
-    """{"private": {row: mAP}, "public": {row: mAP}}: every variant, then the demo's reference rows."""
+    """{"private": {row: mAP}, "public": {row: mAP}}: every variant, then the demo's reference rows.
+
+    Variants an earlier run of today's method scored are reused (`saved_variants`), and the results
+    file is rewritten after each new one: a new variant costs only itself, a stopped run resumes.
+    """
     demo.metrics.setdefault("ablation", {})
-    cams = {"demo": demo.out / "cam" / "last.pt", "other": train_other_cam(demo, demo.out / "synth" / "train")}
+    cams = {"demo": demo.out / "cam" / "last.pt"}
     regressors = {("demo", "demo"): next((demo.out / "regressor").glob("*.npz"))}
-    scores: dict[str, dict[str, float]] = {"private": {}, "public": {}}
+    scores = saved_variants(demo)
     for variant in VARIANTS:
+        if variant.key in scores["private"]:
+            print(f"=== ablation {variant.key}: reusing {results_path(demo)}")
+            continue
+        if variant.cam == "other" and "other" not in cams:
+            cams["other"] = train_other_cam(demo, demo.out / "synth" / "train")
         private, public = score_variant(demo, variant, cams, regressors)
         scores["private"][variant.key] = private
         if public is not None:
             scores["public"][variant.key] = public
+        atomic_write_text(results_path(demo), json.dumps({"method": METHOD, **scores}, indent=1))
+    scores = {part: {key: scores[part][key] for key in [v.key for v in VARIANTS] if key in scores[part]}
+              for part in scores}  # rows of variants no longer in the list are dropped
     for part in scores:
         scores[part].update({key: demo.metrics[part][key] for key, _ in REFERENCES if key in demo.metrics[part]})
     return scores
@@ -270,15 +288,24 @@ def write_doc(path: Path, results: dict[int, dict[str, float]], cfg: DemoConfig,
     return atomic_write_text(path, "\n".join(lines))
 
 
-def finished_ablation(demo: Demo) -> dict | None:
-    """A seed's ablation results from an earlier run, if made by today's method with today's variants."""
-    path = demo.out / "ablation" / "results.json"
+def results_path(demo: Demo) -> Path:
+    return demo.out / "ablation" / "results.json"
+
+
+def saved_variants(demo: Demo) -> dict[str, dict[str, float]]:
+    """The variant rows an earlier ablation of this seed's demo saved, if made by today's method; else none.
+
+    The demo itself is reused only when made with today's settings (`reusable_demo`), so a saved
+    row was scored on these very models.
+    """
+    empty: dict[str, dict[str, float]] = {"private": {}, "public": {}}
+    path = results_path(demo)
     if not path.is_file():
-        return None
+        return empty
     saved = json.loads(path.read_text())
-    if saved.get("method") != METHOD or not {v.key for v in VARIANTS} <= set(saved.get("private", {})):
-        return None
-    return saved
+    if saved.get("method") != METHOD:
+        return empty
+    return {part: dict(saved.get(part, {})) for part in empty}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -291,14 +318,8 @@ def main(argv: list[str] | None = None) -> None:
     results, cfg = {}, DemoConfig()
     for seed in args.seeds:
         demo = ensure_demo((args.root / f"seed{seed}").resolve(), seed)
-        finished, cfg = finished_ablation(demo), demo.cfg
-        if finished is not None:
-            print(f"=== ablation seed {seed}: reusing {demo.out / 'ablation' / 'results.json'}")
-            results[seed] = {part: finished[part] for part in ("private", "public")}
-            continue
+        cfg = demo.cfg
         results[seed] = ablate(demo)
-        atomic_write_text(demo.out / "ablation" / "results.json",
-                          json.dumps({"method": METHOD, **results[seed]}, indent=1))
     doc = write_doc(args.doc, results, cfg, (time.perf_counter() - start) / 60)
     print("\n".join(format_table(results)))
     print(f"ablation: done in {time.perf_counter() - start:.0f} s; table: {doc}")

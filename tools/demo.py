@@ -26,15 +26,17 @@ from pathlib import Path
 import numpy as np
 
 from hpacam.fileio import atomic_write_text
+from hpacam.segmentation.cache import CODE_VERSION as SEGMENTATION_CODE_VERSION
 
 # tools/stages.py, beside this script (tools/ is not a package: scripts import each other by name)
 from stages import (base_inference_config, scored_set_options, sources_override, stage_command,
                     write_inference_config)
 
 ROOT = Path(__file__).resolve().parent.parent
-# What the demo's numbers depend on beyond its config: bumped when the tuner or the blend changes, so
-# that `make ablation` does not reuse a demo whose figures an older method made.
-METHOD = "tuner-3-steps"
+# What the demo's numbers depend on beyond its config: bumped when the tuner or the blend changes, and
+# naming the segmentation code's version (its masks feed every stage), so that `make ablation` does
+# not reuse a demo whose figures an older method or segmenter made.
+METHOD = f"tuner-3-steps+{SEGMENTATION_CODE_VERSION}"
 SET_SEED_OFFSETS = {"train": 0, "public": 1_000_003, "private": 2_000_003}
 IN_PROCESS = ("hpacam.evaluate", "hpacam.baselines", "hpacam.image_metrics")
 
