@@ -5,8 +5,8 @@ was set on (a 10x field of 125 small nuclei is not an HPA 63x field of 20), and 
 of the classic backend follows from it. So it is measured: the blue channel (already at the
 working resolution) is thresholded at Otsu's level above its background (bright nuclei are
 enough to measure the size; a threshold low enough for dim ones merges neighbours), holes are filled,
-and each blob gets a diameter: its equivalent diameter, capped by 1.15 x twice its largest
-inscribed radius (a clump of touching nuclei is no wider than one nucleus across, so the cap
+and each blob gets a diameter: its equivalent diameter, capped by twice its largest inscribed
+radius (INSCRIBED_CAP; a clump of touching nuclei is no wider than one nucleus across, so the cap
 gives a clump the diameter of its members). The estimate is the area-weighted median over the
 blobs, so a scatter of noise specks or debris does not pull it down.
 """
