@@ -50,8 +50,8 @@ else
   DEVICE=cuda BACKEND=nccl AMP_ON=true WORKERS=14 LOADER_WORKERS=8
   R101=configs/cam/resnest101_640.yaml B4=configs/cam/efficientnet_b4_640.yaml CELL=configs/cell/efficientnet_b0_224.yaml
   AMPS="fp16 bf16" DDP_AMP=fp16
-  CAM_ARGS="--steps 10 --warmup 3 --infer-images 4"
-  CELL_ARGS="--steps 20 --warmup 3 --crops 4096"
+  CAM_ARGS="--steps 20 --warmup 3 --infer-images 6"
+  CELL_ARGS="--steps 30 --warmup 3 --crops 2048"
   DDP_ARGS="--steps 6 --warmup 2"
   TINY_SET="--n-images 96 --image-size 256" TINY_TRAIN="train.epochs=3" TINY_STEP=16
   E2E_SET="--n-images 192 --image-size 640" E2E_TRAIN=""
@@ -105,6 +105,7 @@ card() {
     nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
     nvidia-smi
   fi
+  echo "cores: $(nproc)"; free -g | head -2; df -h /dev/shm /tmp  # the loader's workers need /dev/shm
   "$PYTHON" bench/gpu_session_tools.py card --json "$JSON"
 }
 
@@ -168,7 +169,7 @@ main() {
   part ddp 50 ddp
   part ddp_r101 40 ddp_r101
   part e2e 85 e2e
-  part cell_bench 30 cell_bench
+  part cell_bench 45 cell_bench
   kill "$sampler" 2> /dev/null
   wait "$sampler" 2> /dev/null
   DEADLINE=$(( DEADLINE + 30 ))  # the summary always runs
