@@ -281,18 +281,17 @@ def choose_blend(cfg: InferenceConfig, evidence: Sequence[ImageEvidence], scorer
 def choose_steps(base: BlendConfig, evidence: Sequence[ImageEvidence], scorer: SetScorer, grid: TuneGrid,
                  have: Available, prefix: str) -> tuple[BlendConfig, pd.DataFrame]:
     """The three steps of `choose_blend`, each building its candidates on the best so far."""
-    tables: list[pd.DataFrame] = []
-    step = StepRunner(evidence, scorer, prefix, tables)
+    step = StepRunner(evidence, scorer, prefix)
     step.run(STEPS[0], image_prob_candidates(grid, base, have))
     step.run(STEPS[1], cell_evidence_candidates(grid, step.best, have))
     if have.cell_models:
         step.run(STEPS[2], cell_model_candidates(grid, step.best))
-    return step.best[1], pd.concat(tables, ignore_index=True)
+    return step.best[1], pd.concat(step.tables, ignore_index=True)
 
 
 @dataclass
 class StepRunner:
-    """Scores one step's candidates into `tables` and keeps the best (name, blend) of all steps so far.
+    """Scores each step's candidates (one table per step) and keeps the best (name, blend) of all so far.
 
     A later step replaces the best only by scoring higher: so the pipeline never falls below the
     strongest broadcast (step 1) on the set it is tuned on.
@@ -301,7 +300,7 @@ class StepRunner:
     evidence: Sequence[ImageEvidence]
     scorer: SetScorer
     prefix: str
-    tables: list
+    tables: list[pd.DataFrame] = field(default_factory=list)
     best: Optional[tuple[str, BlendConfig]] = None
     best_score: float = -np.inf
 
